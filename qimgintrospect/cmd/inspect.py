@@ -1,0 +1,46 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``qimg-introspect inspect PATH``: inspect one local image file."""
+
+import argparse
+
+from cliff import show
+
+from qimgintrospect import api
+from qimgintrospect.cmd import common
+from qimgintrospect.cmd import shell
+
+
+class Inspect(common.ErrorReporting, show.ShowOne):
+    """Inspect a local disk image and print its Glance properties."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.epilog = shell.EXIT_CODES_HELP
+        parser.add_argument('path', metavar='PATH',
+                            help='Disk image file to inspect (only read).')
+        parser.add_argument(
+            '--disk-format', metavar='FMT',
+            help='Format the image is declared as (Glance name: raw, qcow2, '
+                 'vmdk, vhd, vhdx, vdi, iso, ploop). The image is refused '
+                 'when its header says otherwise. Default: the detected '
+                 'format.')
+        return parser
+
+    def take_action(self, parsed_args):
+        result = api.inspect(parsed_args.path, parsed_args.disk_format)
+        return (('properties', 'details', 'warnings'),
+                (common.DictColumn(result.properties),
+                 common.DictColumn(result.details),
+                 common.ListColumn(result.warnings)))

@@ -1,0 +1,93 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``qimg-introspect``: the cliff application that hosts the subcommands.
+
+Subcommands are entry points in the ``qimgintrospect.cli`` namespace
+(setup.cfg). The application adds ``--config-file``/``--config-dir``,
+loads the oslo.config files before any command runs, and turns SIGTERM
+and SIGHUP into a normal exit so the workspace is always cleaned.
+"""
+
+import signal
+import sys
+
+from cliff import app
+from cliff import commandmanager
+from oslo_config import cfg
+import pbr.version
+
+from qimgintrospect import exception
+from qimgintrospect import opts
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  inspected
+  2  usage error (bad arguments, missing file, unknown format name)
+  3  image refused as unsafe or not what it claims
+  4  inspection failed (tool error, limit hit, corrupt or truncated image,
+     workspace full)
+"""
+
+
+class IntrospectApp(app.App):
+
+    def __init__(self):
+        super().__init__(
+            description='Read Glance image properties from disk images.',
+            version=pbr.version.VersionInfo('qimgintrospect').version_string(),
+            command_manager=commandmanager.CommandManager(
+                'qimgintrospect.cli'),
+            deferred_help=True)
+
+    def build_option_parser(self, description, version,
+                            argparse_kwargs=None):
+        argparse_kwargs = dict(argparse_kwargs or {}, epilog=EXIT_CODES_HELP)
+        parser = super().build_option_parser(description, version,
+                                             argparse_kwargs)
+        parser.add_argument(
+            '--config-file', action='append', metavar='PATH',
+            help='oslo.config file to read (repeatable). Default: '
+                 'qimgintrospect.conf in the usual places '
+                 '(~/.qimgintrospect, ~, /etc/qimgintrospect, /etc).')
+        parser.add_argument(
+            '--config-dir', metavar='DIR',
+            help='Directory of *.conf files read after --config-file.')
+        return parser
+
+    def initialize_app(self, argv):
+        opts.register_opts(cfg.CONF)
+        args = ['--config-dir', self.options.config_dir] \
+            if self.options.config_dir else []
+        try:
+            cfg.CONF(args, project='qimgintrospect',
+                     default_config_files=self.options.config_file)
+        except (cfg.ConfigFilesNotFoundError, cfg.Error) as err:
+            self.stderr.write('qimg-introspect: configuration error: %s\n'
+                              % err)
+            raise SystemExit(exception.EXIT_USAGE)
+
+
+def _exit_on_signal(signum, frame):
+    # SystemExit unwinds through every finally block, which is what
+    # empties the workspace.
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None):
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+    return IntrospectApp().run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

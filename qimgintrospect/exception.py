@@ -1,0 +1,219 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The one error type of qimgintrospect, its categories and its codes.
+
+Every failure the core reports is an :class:`IntrospectionError` with
+
+* ``code``: a stable kebab-case string naming the check or step that failed
+  (scripts and the Glance plugin match on it; it never changes meaning);
+* ``exit_code``: what the CLI exits with: 2 usage, 3 image refused as
+  unsafe or not what it claims, 4 inspection failed;
+* ``message``: one sentence for a person, naming the offending value.
+
+Every code is declared once in :data:`CODES` with the category that raises
+it, so documentation and tests can list them all.
+"""
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_FAILED = 4
+
+#: code -> (exit code, one-line description). Filled by _declare() below.
+CODES = {}
+
+
+class IntrospectionError(Exception):
+    """Base of every error the core raises.
+
+    :param code: one of :data:`CODES`; its category must match the class.
+    :param message: human-readable reason, naming the offending value.
+    """
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, code, message):
+        if CODES.get(code, (None,))[0] != self.exit_code:
+            raise ValueError('undeclared error code %r for %s'
+                             % (code, type(self).__name__))
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def to_dict(self):
+        """The error as the CLI's and the plugin's JSON ``error`` object."""
+        return {'code': self.code, 'message': self.message}
+
+
+class UsageError(IntrospectionError):
+    """The request itself is wrong (missing file, unknown format name)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ImageRefused(IntrospectionError):
+    """The image is unsafe or not what it claims; it was not inspected."""
+
+    exit_code = EXIT_REFUSED
+
+
+class InspectionFailed(IntrospectionError):
+    """The image could not be inspected: broken image, tool or workspace."""
+
+    exit_code = EXIT_FAILED
+
+
+def _declare(category, code, description):
+    CODES[code] = (category.exit_code, description)
+    return code
+
+
+# Usage.
+FILE_NOT_FOUND = _declare(
+    UsageError, 'file-not-found', 'The image path does not exist.')
+UNKNOWN_FORMAT_NAME = _declare(
+    UsageError, 'unknown-format-name',
+    'The declared disk format is not a Glance disk format.')
+
+# Refusals: the input is not a plain file.
+SYMLINK = _declare(
+    ImageRefused, 'symlink',
+    'The image path is a symbolic link; links are never followed.')
+NOT_REGULAR_FILE = _declare(
+    ImageRefused, 'not-a-regular-file',
+    'The image path is a directory, FIFO, socket or device node.')
+
+# Refusals: the format is not what it claims or not wanted.
+FORMAT_MISMATCH = _declare(
+    ImageRefused, 'format-mismatch',
+    'The detected format differs from the declared one.')
+FORMAT_AMBIGUOUS = _declare(
+    ImageRefused, 'format-ambiguous',
+    'The file matches more than one format (one hidden inside another).')
+FORMAT_NOT_ALLOWED = _declare(
+    ImageRefused, 'format-not-allowed',
+    'The format is not in [introspection_formats] allowed_formats.')
+FORMAT_CHECK_FAILED = _declare(
+    ImageRefused, 'format-check-failed',
+    'A safety check of the format inspector failed (the message names it).')
+VIRTUAL_SIZE_TOO_LARGE = _declare(
+    ImageRefused, 'virtual-size-too-large',
+    'The virtual size is above [introspection_formats] max_virtual_size_gb.')
+
+# Refusals: the image reaches outside itself.
+BACKING_FILE = _declare(
+    ImageRefused, 'backing-file',
+    'The qcow2 header names a backing file.')
+DATA_FILE = _declare(
+    ImageRefused, 'data-file',
+    'The qcow2 image keeps its data in an external data file.')
+QCOW2_VERSION = _declare(
+    ImageRefused, 'qcow2-version',
+    'The qcow2 version is not 2 or 3.')
+QCOW2_UNKNOWN_FEATURES = _declare(
+    ImageRefused, 'qcow2-unknown-features',
+    'The qcow2 header sets incompatible feature bits this tool does not '
+    'know.')
+VMDK_SUBFORMAT = _declare(
+    ImageRefused, 'vmdk-subformat-not-allowed',
+    'The VMDK createType is not in [introspection_formats] '
+    'vmdk_allowed_types or keeps its data in other files.')
+VMDK_EXTENT = _declare(
+    ImageRefused, 'vmdk-external-extent',
+    'A VMDK extent is a file other than the image itself.')
+VMDK_DESCRIPTOR = _declare(
+    ImageRefused, 'vmdk-descriptor-invalid',
+    'The VMDK descriptor is missing, misplaced or has lines this tool does '
+    'not understand.')
+VMDK_FOOTER = _declare(
+    ImageRefused, 'vmdk-footer-invalid',
+    'The streamOptimized footer disagrees with the header.')
+GPT_MBR = _declare(
+    ImageRefused, 'gpt-mbr-invalid',
+    'The protective MBR of a GPT disk is inconsistent.')
+QEMU_IMG_DISAGREES = _declare(
+    ImageRefused, 'qemu-img-format-disagrees',
+    'qemu-img, with the format forced, reports another format or a '
+    'different virtual size than the header.')
+
+# Failures: the image is broken.
+IMAGE_EMPTY = _declare(
+    InspectionFailed, 'image-empty', 'The image file is empty.')
+IMAGE_TRUNCATED = _declare(
+    InspectionFailed, 'image-truncated',
+    'The image ends before its header or tables do.')
+IMAGE_CORRUPT = _declare(
+    InspectionFailed, 'image-corrupt',
+    'The header of the declared format cannot be parsed.')
+
+# Failures: qemu-img.
+QEMU_IMG_NOT_FOUND = _declare(
+    InspectionFailed, 'qemu-img-not-found',
+    'qemu-img (or prlimit) is not installed or not executable.')
+QEMU_IMG_TIMEOUT = _declare(
+    InspectionFailed, 'qemu-img-timeout',
+    'qemu-img ran past [introspection_qemu_img] timeout and was killed.')
+QEMU_IMG_LIMIT = _declare(
+    InspectionFailed, 'qemu-img-limit-exceeded',
+    'qemu-img reached its CPU-time or address-space cap and was stopped.')
+QEMU_IMG_FAILED = _declare(
+    InspectionFailed, 'qemu-img-failed',
+    'qemu-img exited with an error (its message is included).')
+QEMU_IMG_BAD_OUTPUT = _declare(
+    InspectionFailed, 'qemu-img-bad-output',
+    'qemu-img printed something that is not the expected JSON.')
+
+# Failures: the workspace.
+WORKSPACE_QUOTA = _declare(
+    InspectionFailed, 'workspace-quota-exceeded',
+    'The copy would not fit in [introspection_workspace] quota_mb.')
+WORKSPACE_NO_SPACE = _declare(
+    InspectionFailed, 'workspace-no-space',
+    'The workspace filesystem has not enough free space for the copy.')
+WORKSPACE_BUSY = _declare(
+    InspectionFailed, 'workspace-busy',
+    'All max_workers slots stayed busy for slot_wait_timeout seconds.')
+WORKSPACE_UNUSABLE = _declare(
+    InspectionFailed, 'workspace-unusable',
+    'The workspace directory cannot be created or is not private.')
+INTERNAL_ERROR = _declare(
+    InspectionFailed, 'internal-error',
+    'An unexpected error (a bug); the log has the traceback.')
+READ_ERROR = _declare(
+    InspectionFailed, 'read-error',
+    'The image could not be read (I/O error or permission denied).')
+
+
+class QemuImgNotFound(InspectionFailed):
+    def __init__(self, message):
+        super().__init__(QEMU_IMG_NOT_FOUND, message)
+
+
+class QemuImgTimeout(InspectionFailed):
+    def __init__(self, message):
+        super().__init__(QEMU_IMG_TIMEOUT, message)
+
+
+class QemuImgLimitExceeded(InspectionFailed):
+    def __init__(self, message):
+        super().__init__(QEMU_IMG_LIMIT, message)
+
+
+class QemuImgFailed(InspectionFailed):
+    def __init__(self, message):
+        super().__init__(QEMU_IMG_FAILED, message)
+
+
+class QemuImgBadOutput(InspectionFailed):
+    def __init__(self, message):
+        super().__init__(QEMU_IMG_BAD_OUTPUT, message)

@@ -1,0 +1,185 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Run ``qemu-img info`` on an untrusted image, boxed in.
+
+One function, :func:`qemu_img_info`. What it guarantees:
+
+* the format is always forced with ``-f``: qemu-img never probes it, so the
+  file cannot choose how it is parsed;
+* qemu-img runs under util-linux ``prlimit`` with the CPU-time and
+  address-space caps of :class:`Limits` (rendered by oslo.concurrency's
+  ``ProcessLimits``), in its own process group, and is killed with that
+  group when the wall-clock timeout passes: no process outlives the call;
+* every way it can go wrong is one named error from
+  :mod:`qimgintrospect.exception`, never a raw ``OSError`` or traceback.
+"""
+
+import json
+import os
+import signal
+import subprocess
+
+from oslo_concurrency import processutils
+from oslo_log import log as logging
+
+from qimgintrospect import exception
+from qimgintrospect import opts
+
+LOG = logging.getLogger(__name__)
+
+# util-linux prlimit exits with these when it cannot exec the command.
+_EXEC_NOT_FOUND = 127
+_EXEC_FAILED = 126
+
+_CPU_SIGNALS = (signal.SIGKILL, signal.SIGXCPU)
+# Words qemu-img and glib print when an allocation fails under RLIMIT_AS.
+_MEMORY_WORDS = ('alloc', 'memory', 'resource temporarily unavailable')
+_MAX_STDERR = 400
+
+
+class Limits(processutils.ProcessLimits):
+    """The resource caps of one qemu-img run, with its wall-clock timeout."""
+
+    def __init__(self, cpu_time, address_space, timeout):
+        super().__init__(cpu_time=cpu_time, address_space=address_space)
+        self.timeout = timeout
+
+    @classmethod
+    def from_conf(cls, conf):
+        group = conf[opts.QEMU_IMG_GROUP]
+        return cls(group.cpu_time, group.address_space, group.timeout)
+
+    def describe(self):
+        return ('CPU time %s s, address space %s bytes, timeout %s s'
+                % (self.cpu_time, self.address_space, self.timeout))
+
+
+def build_command(path, qemu_format, conf, limits):
+    """Return the argv that runs qemu-img info on *path*, caps first.
+
+    prlimit is the outermost command so that the caps also bind a root
+    helper and everything it starts.
+    """
+    group = conf[opts.QEMU_IMG_GROUP]
+    cmd = [group.prlimit_path] + limits.prlimit_args() + ['--']
+    if group.root_helper:
+        cmd += group.root_helper.split()
+    cmd += [group.qemu_img_path, 'info', '--output=json',
+            '-f', qemu_format, path]
+    return cmd
+
+
+def qemu_img_info(path, qemu_format, conf, limits=None):
+    """Run ``qemu-img info --output=json -f qemu_format path``.
+
+    :param path: absolute path of a regular file the caller owns (a
+        workspace copy). Absolute, so qemu-img cannot read a ``proto:``
+        prefix into it.
+    :param qemu_format: qemu's driver name (``vpc``, not ``vhd``).
+    :param conf: an oslo.config ConfigOpts with the options registered.
+    :param limits: :class:`Limits`; default from *conf*.
+    :returns: the decoded JSON object qemu-img printed.
+    :raises QemuImgNotFound: prlimit or qemu-img cannot be executed.
+    :raises QemuImgTimeout: the run passed ``limits.timeout``; it was killed.
+    :raises QemuImgLimitExceeded: the CPU or address-space cap stopped it.
+    :raises QemuImgFailed: qemu-img exited non-zero or died of a signal.
+    :raises QemuImgBadOutput: stdout is not a JSON object.
+    """
+    if not os.path.isabs(path):
+        raise ValueError('qemu_img_info needs an absolute path: %r' % path)
+    limits = limits or Limits.from_conf(conf)
+    cmd = build_command(path, qemu_format, conf, limits)
+    started = []
+    try:
+        stdout, _stderr = processutils.execute(
+            *cmd,
+            env_variables={'LC_ALL': 'C',
+                           'PATH': os.environ.get('PATH', os.defpath)},
+            # A session of its own, so a timeout can kill the whole group.
+            preexec_fn=os.setsid,
+            on_execute=started.append,
+            timeout=limits.timeout,
+            loglevel=logging.DEBUG)
+    except subprocess.TimeoutExpired:
+        _kill_group(started[0])
+        raise exception.QemuImgTimeout(
+            'qemu-img info on %s ran for more than %s s and was killed'
+            % (qemu_format, limits.timeout))
+    except OSError as err:
+        raise exception.QemuImgNotFound(
+            'cannot run %s: %s' % (cmd[0], err.strerror))
+    except processutils.ProcessExecutionError as err:
+        raise _classify_failure(err, cmd, conf, limits)
+    return _decode(stdout)
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        # A root helper's children are not ours to kill; the CPU cap they
+        # inherited still bounds them.
+        LOG.warning('could not kill process group %d of a timed-out '
+                    'qemu-img run', proc.pid)
+    proc.communicate()
+
+
+def _classify_failure(err, cmd, conf, limits):
+    """Map a failed run to the named error that says what happened."""
+    stderr = (err.stderr or '').strip()
+    brief = stderr[:_MAX_STDERR]
+    rc = err.exit_code
+    signum = -rc if rc is not None and rc < 0 else None
+    if signum is None and conf[opts.QEMU_IMG_GROUP].root_helper and rc > 128:
+        # sudo and rootwrap report a child's signal as 128 + N.
+        signum = rc - 128
+    if rc in (_EXEC_NOT_FOUND, _EXEC_FAILED) and 'prlimit' in stderr:
+        return exception.QemuImgNotFound(
+            'cannot run %s: %s' % (conf[opts.QEMU_IMG_GROUP].qemu_img_path,
+                                   brief))
+    memory_words = any(w in stderr.lower() for w in _MEMORY_WORDS)
+    if signum in _CPU_SIGNALS:
+        return exception.QemuImgLimitExceeded(
+            'qemu-img was killed by %s: its CPU-time cap of %s s was reached'
+            % (signal.Signals(signum).name, limits.cpu_time))
+    if memory_words and (signum is not None or rc == 1):
+        return exception.QemuImgLimitExceeded(
+            'qemu-img ran out of memory under its address-space cap of %s '
+            'bytes: %s' % (limits.address_space, brief))
+    if signum is not None:
+        return exception.QemuImgFailed(
+            'qemu-img died of signal %s: %s' % (_signal_name(signum), brief))
+    return exception.QemuImgFailed(
+        'qemu-img exited with status %s: %s' % (rc, brief))
+
+
+def _signal_name(signum):
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
+
+
+def _decode(stdout):
+    try:
+        info = json.loads(stdout)
+    except ValueError as err:
+        raise exception.QemuImgBadOutput(
+            'qemu-img printed output that is not JSON (%s): %r'
+            % (err, stdout[:200]))
+    if not isinstance(info, dict):
+        raise exception.QemuImgBadOutput(
+            'qemu-img printed JSON that is not an object: %r' % stdout[:200])
+    return info

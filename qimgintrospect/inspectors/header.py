@@ -1,0 +1,270 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Detect the real format from the header and refuse unsafe images.
+
+This runs before any other tool opens the image. It reads at most
+:data:`HEADER_WINDOW` bytes from the start of the file and
+:data:`TAIL_WINDOW` from its end, feeds them to every format inspector of
+oslo.utils' ``format_inspector`` at once, plus the few this project adds
+(:mod:`qimgintrospect.inspectors.formats`), and then:
+
+1. decides the one format the bytes are (two non-raw matches is a refusal:
+   one format hidden in another);
+2. refuses it when it is not the declared format or not allowed;
+3. runs this project's precise checks (they name the offending value: the
+   backing file, the extent file) and then oslo's named safety checks;
+4. refuses a virtual size above the configured maximum.
+
+:func:`inspect` returns :class:`Header`; :func:`confirm_copy` proves that a
+workspace copy starts and ends with exactly the bytes that were checked, so
+what qemu-img later reads is what passed.
+"""
+
+import os
+
+from oslo_log import log as logging
+from oslo_utils.imageutils import format_inspector
+
+from qimgintrospect import exception
+from qimgintrospect.inspectors import formats
+from qimgintrospect import opts
+
+LOG = logging.getLogger(__name__)
+
+HEADER_WINDOW = 16 * 1024 * 1024
+TAIL_WINDOW = 64 * 1024
+_CHUNK = 64 * 1024
+
+#: Inspector classes by name: oslo's, then ours (ours never replace).
+INSPECTORS = dict(format_inspector.ALL_FORMATS, **formats.EXTRA_INSPECTORS)
+
+# oslo safety-check name -> our error code.
+_CHECK_CODES = {
+    'backing_file': exception.BACKING_FILE,
+    'data_file': exception.DATA_FILE,
+    'unknown_features': exception.QCOW2_UNKNOWN_FEATURES,
+    'descriptor': exception.VMDK_DESCRIPTOR,
+    'footer': exception.VMDK_FOOTER,
+    'mbr': exception.GPT_MBR,
+    'banned': exception.FORMAT_NOT_ALLOWED,
+}
+
+
+class Header(object):
+    """What the header says, once it has passed every check.
+
+    :ivar format: Glance disk format the bytes are (``gpt`` reported as
+        ``raw``).
+    :ivar findings: raw findings for the normaliser (virtual size from the
+        header, VMDK createType and adapter type, ...).
+    :ivar warnings: non-fatal observations.
+    """
+
+    def __init__(self, disk_format, findings, warnings, head, tail, size):
+        self.format = disk_format
+        self.findings = findings
+        self.warnings = warnings
+        self._head = head
+        self._tail = tail
+        self._size = size
+
+
+def inspect(fd, size, declared_format, conf):
+    """Detect and check the format of the open file *fd* of *size* bytes.
+
+    :param declared_format: Glance disk format the caller claims, or None
+        to take the detected one (it must still be allowed).
+    :returns: :class:`Header`.
+    :raises ImageRefused: format-mismatch, format-ambiguous,
+        format-not-allowed, and every header safety check.
+    :raises InspectionFailed: image-empty, image-truncated, image-corrupt,
+        read-error.
+    """
+    group = conf[opts.FORMATS_GROUP]
+    allowed = set(group.allowed_formats)
+    if declared_format is not None and declared_format not in allowed:
+        raise exception.ImageRefused(
+            exception.FORMAT_NOT_ALLOWED,
+            'disk format %s is not allowed here (allowed: %s)'
+            % (declared_format, ', '.join(sorted(allowed))))
+    if size == 0:
+        raise exception.InspectionFailed(exception.IMAGE_EMPTY,
+                                         'the image file is empty')
+
+    head, tail, live, gave_up = _feed(fd, size)
+    inspector = _decide(live, gave_up, head, size, declared_format)
+    detected = _glance_name(inspector)
+    if declared_format is not None and detected != declared_format:
+        raise exception.ImageRefused(
+            exception.FORMAT_MISMATCH,
+            'declared %s but the header is %s' % (declared_format, detected))
+    if detected not in allowed:
+        raise exception.ImageRefused(
+            exception.FORMAT_NOT_ALLOWED,
+            'detected format %s is not allowed here (allowed: %s)'
+            % (detected, ', '.join(sorted(allowed))))
+
+    reader = formats.reader_for(detected)
+    findings = reader.check(inspector, fd, size, conf) if reader else {}
+    warnings = _run_safety_checks(inspector, group)
+    findings.setdefault('virtual_size', inspector.virtual_size or None)
+    _check_virtual_size(findings['virtual_size'], group)
+    findings['format'] = detected
+    return Header(detected, findings, warnings, head, tail, size)
+
+
+def confirm_copy(path, header):
+    """Prove the copy at *path* holds the bytes :func:`inspect` checked.
+
+    :raises ImageRefused: format-check-failed when the file changed while
+        it was being copied.
+    """
+    with open(path, 'rb') as f:
+        same_size = os.fstat(f.fileno()).st_size == header._size
+        same_head = same_size and _pread(
+            f.fileno(), len(header._head), 0) == header._head
+        same_tail = same_head and _pread(
+            f.fileno(), len(header._tail),
+            header._size - len(header._tail)) == header._tail
+    if not same_tail:
+        raise exception.ImageRefused(
+            exception.FORMAT_CHECK_FAILED,
+            'the image changed while it was copied into the workspace; its '
+            'checked header no longer matches the copy')
+
+
+def check_virtual_size(virtual_size, conf):
+    """Refuse *virtual_size* above the configured maximum."""
+    _check_virtual_size(virtual_size, conf[opts.FORMATS_GROUP])
+
+
+def _check_virtual_size(virtual_size, group):
+    limit = group.max_virtual_size_gb * opts.GiB
+    if virtual_size and virtual_size > limit:
+        raise exception.ImageRefused(
+            exception.VIRTUAL_SIZE_TOO_LARGE,
+            'virtual size %d bytes is above the %d GiB maximum'
+            % (virtual_size, group.max_virtual_size_gb))
+
+
+def _pread(fd, length, offset):
+    try:
+        return os.pread(fd, length, offset)
+    except OSError as err:
+        raise exception.InspectionFailed(
+            exception.READ_ERROR, 'cannot read the image: %s' % err.strerror)
+
+
+def _feed(fd, size):
+    """Feed the header window and the tail to every inspector.
+
+    :returns: (head bytes read, tail bytes read, {name: live inspector},
+        {name: why the inspector gave up}).
+    """
+    live = {name: cls() for name, cls in INSPECTORS.items()}
+    gave_up = {}
+    chunks = []
+    position = 0
+    while position < min(size, HEADER_WINDOW):
+        chunk = _pread(fd, min(_CHUNK, HEADER_WINDOW - position), position)
+        if not chunk:
+            break
+        position += len(chunk)
+        chunks.append(chunk)
+        for name, inspector in list(live.items()):
+            try:
+                inspector.eat_chunk(chunk)
+            except Exception as err:
+                # Not this format, or a header it cannot parse.
+                gave_up[name] = err
+                del live[name]
+        if all(_satisfied(i) for n, i in live.items() if n != 'raw'):
+            break
+    tail_start = max(size - TAIL_WINDOW, 0)
+    tail = _pread(fd, size - tail_start, tail_start)
+    for inspector in live.values():
+        for region in _regions(inspector):
+            if isinstance(region, format_inspector.EndCaptureRegion):
+                region.capture(tail, size)
+        inspector.finish()
+    return b''.join(chunks), tail, live, gave_up
+
+
+def _regions(inspector):
+    return [inspector.region(name) for name in inspector.context_info]
+
+
+def _satisfied(inspector):
+    """True when every region but the end-of-file ones is captured."""
+    return all(r.complete for r in _regions(inspector)
+               if not isinstance(r, format_inspector.EndCaptureRegion))
+
+
+def _decide(live, gave_up, head, size, declared_format):
+    """Return the one inspector the bytes match, or refuse."""
+    matches = [i for name, i in live.items()
+               if name != 'raw' and i.complete and i.format_match]
+    if len(matches) > 1:
+        # A protective MBR is what the gpt inspector sees; it is normal in
+        # front of an ISO (hybrid) or inside a fixed VHD, so it only counts
+        # when nothing else matched.
+        matches = [m for m in matches if m.NAME != 'gpt']
+    if len(matches) > 1:
+        raise exception.ImageRefused(
+            exception.FORMAT_AMBIGUOUS,
+            'the file matches several formats at once: %s'
+            % ', '.join(sorted(_glance_name(m) for m in matches)))
+    if matches:
+        return matches[0]
+    if declared_format and formats.has_magic(declared_format, head):
+        # The declared magic is there but the header did not parse: this
+        # is a broken image of the declared format, not another format.
+        reason = gave_up.get(declared_format)
+        if reason is not None:
+            raise exception.InspectionFailed(
+                exception.IMAGE_CORRUPT,
+                'the %s header cannot be parsed: %s'
+                % (declared_format, reason))
+        raise exception.InspectionFailed(
+            exception.IMAGE_TRUNCATED,
+            'the file ends at byte %d, inside its %s header'
+            % (size, declared_format))
+    return live['raw']
+
+
+def _glance_name(inspector):
+    return 'raw' if inspector.NAME == 'gpt' else inspector.NAME
+
+
+def _run_safety_checks(inspector, group):
+    """Run oslo's named checks; map the first failure to our code."""
+    try:
+        inspector.safety_check()
+    except format_inspector.SafetyCheckFailed as err:
+        nonfatal = set(group.gpt_safety_checks_nonfatal)
+        fatal = {name: failure for name, failure in err.failures.items()
+                 if not (inspector.NAME == 'gpt' and name in nonfatal)}
+        if not fatal:
+            return ['non-fatal %s safety check failed: %s'
+                    % (inspector.NAME, err)]
+        name, failure = sorted(fatal.items())[0]
+        raise exception.ImageRefused(
+            _CHECK_CODES.get(name, exception.FORMAT_CHECK_FAILED),
+            '%s safety check %r failed: %s'
+            % (_glance_name(inspector), name, failure))
+    except format_inspector.ImageFormatError as err:
+        raise exception.InspectionFailed(
+            exception.IMAGE_CORRUPT,
+            'the %s header cannot be parsed: %s'
+            % (_glance_name(inspector), err))
+    return []

@@ -1,0 +1,115 @@
+"""Fixtures shared by every test: a private configuration, images, the CLI.
+
+* ``conf``: an oslo.config ConfigOpts with every option registered and a
+  workspace in the test's own tmp directory;
+* ``image_dir``: a session-wide directory for images built once;
+* ``cli``: runs the real ``qimg-introspect`` console script with a config
+  file that points at the test's workspace, and decodes its JSON.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from oslo_config import cfg
+import pytest
+
+from qimgintrospect import opts
+
+
+def _workspace_overrides(tmp_path):
+    return {
+        opts.WORKSPACE_GROUP: {
+            'directory': str(tmp_path / 'workspace'),
+            'min_free_mb': 0,
+            'slot_wait_timeout': 5,
+        },
+    }
+
+
+@pytest.fixture
+def conf(tmp_path):
+    """A fresh ConfigOpts; the workspace is ``tmp_path/workspace``."""
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    conf([], project='qimgintrospect', default_config_files=[])
+    for group, values in _workspace_overrides(tmp_path).items():
+        for name, value in values.items():
+            conf.set_override(name, value, group)
+    return conf
+
+
+@pytest.fixture
+def workspace_dir(tmp_path):
+    return tmp_path / 'workspace'
+
+
+@pytest.fixture(scope='session')
+def image_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('images')
+
+
+def workspace_leftovers(directory):
+    """Files in a workspace other than its lock files (should be none)."""
+    found = []
+    for root, dirs, files in os.walk(str(directory)):
+        dirs[:] = [d for d in dirs if d != '.locks']
+        found += [os.path.join(root, f) for f in files]
+        found += [os.path.join(root, d) for d in dirs]
+    return found
+
+
+class CLI(object):
+    """The real console script, configured for one test."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.config_file = tmp_path / 'qimgintrospect.conf'
+        self.overrides = _workspace_overrides(tmp_path)
+        self.write_config()
+
+    def set(self, group, name, value):
+        self.overrides.setdefault(group, {})[name] = value
+        self.write_config()
+
+    def write_config(self):
+        lines = []
+        for group, values in self.overrides.items():
+            lines.append('[%s]' % group)
+            for name, value in values.items():
+                if isinstance(value, (list, tuple)):
+                    value = ','.join(value)
+                lines.append('%s = %s' % (name, value))
+        self.config_file.write_text('\n'.join(lines) + '\n')
+
+    @staticmethod
+    def command():
+        script = shutil.which('qimg-introspect',
+                              path=os.path.dirname(sys.executable))
+        if script:
+            return [script]
+        return [sys.executable, '-m', 'qimgintrospect.cmd.shell']
+
+    def run(self, *args, timeout=120, **kwargs):
+        """Run ``qimg-introspect ARGS --config-file F``; return the process."""
+        cmd = self.command() + list(args) + [
+            '--config-file', str(self.config_file)]
+        return subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=timeout, **kwargs)
+
+    def inspect_json(self, path, *args, **kwargs):
+        """``inspect PATH -f json``: return (exit code, decoded stdout)."""
+        proc = self.run('inspect', str(path), '-f', 'json', *args, **kwargs)
+        assert 'Traceback' not in proc.stderr, proc.stderr
+        return proc.returncode, json.loads(proc.stdout)
+
+    @property
+    def workspace(self):
+        return self.overrides[opts.WORKSPACE_GROUP]['directory']
+
+
+@pytest.fixture
+def cli(tmp_path):
+    return CLI(tmp_path)
