@@ -29,6 +29,8 @@ Read :func:`inspect` top to bottom to see where every property comes from:
 The front ends (CLI, Glance plugin, audit) call only this module.
 """
 
+import collections
+
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -71,6 +73,30 @@ def inspect(path, disk_format=None, conf=None):
         raise exception.InspectionFailed(
             exception.INTERNAL_ERROR,
             'unexpected error: %s: %s' % (type(err).__name__, err))
+
+
+#: One image of a batch: its path, declared Glance disk format (or None)
+#: and owner (images of different owners are never inspected together).
+ImageRequest = collections.namedtuple('ImageRequest',
+                                      ['path', 'disk_format', 'owner'])
+ImageRequest.__new__.__defaults__ = (None, None)
+
+
+def inspect_many(requests, conf=None):
+    """Inspect several images; one broken image fails alone.
+
+    :param requests: iterable of :class:`ImageRequest`.
+    :returns: a list, in the order of *requests*, holding for each image
+        either its :class:`~qimgintrospect.normalise.Result` or the
+        :class:`~qimgintrospect.exception.IntrospectionError` it raised.
+    """
+    results = []
+    for request in requests:
+        try:
+            results.append(inspect(request.path, request.disk_format, conf))
+        except exception.IntrospectionError as err:
+            results.append(err)
+    return results
 
 
 def _inspect(path, declared_format, conf):

@@ -56,7 +56,9 @@ class ErrorReporting(object):
 
     def report_error(self, parsed_args, err):
         if getattr(parsed_args, 'formatter', None) == 'json':
-            json.dump({'error': err.to_dict()}, self.app.stdout)
+            indent = None if getattr(parsed_args, 'noindent', False) else 2
+            json.dump({'error': err.to_dict()}, self.app.stdout,
+                      indent=indent)
             self.app.stdout.write('\n')
         else:
             self.app.stderr.write('error [%s]: %s\n' % (err.code,

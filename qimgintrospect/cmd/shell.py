@@ -18,6 +18,7 @@ loads the oslo.config files before any command runs, and turns SIGTERM
 and SIGHUP into a normal exit so the workspace is always cleaned.
 """
 
+import argparse
 import signal
 import sys
 
@@ -41,6 +42,10 @@ exit codes:
 
 class IntrospectApp(app.App):
 
+    # Quiet by default: stdout may be JSON for a script, and an error is
+    # already reported once by the command. -v shows INFO, -vv DEBUG.
+    DEFAULT_VERBOSE_LEVEL = 0
+
     def __init__(self):
         super().__init__(
             description='Read Glance image properties from disk images.',
@@ -51,7 +56,9 @@ class IntrospectApp(app.App):
 
     def build_option_parser(self, description, version,
                             argparse_kwargs=None):
-        argparse_kwargs = dict(argparse_kwargs or {}, epilog=EXIT_CODES_HELP)
+        argparse_kwargs = dict(
+            argparse_kwargs or {}, epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
         parser = super().build_option_parser(description, version,
                                              argparse_kwargs)
         parser.add_argument(
