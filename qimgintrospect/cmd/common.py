@@ -23,7 +23,8 @@ class DictColumn(columns.FormattableColumn):
     """A dict: ``key=value`` lines in a table, the dict itself in JSON."""
 
     def human_readable(self):
-        return '\n'.join('%s=%s' % item for item in sorted(self._value.items()))
+        return '\n'.join('%s=%s' % item
+                         for item in sorted(self._value.items()))
 
     def machine_readable(self):
         return dict(self._value)

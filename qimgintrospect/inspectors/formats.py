@@ -82,7 +82,8 @@ class PloopInspector(format_inspector.FileInspector):
     def virtual_size(self):
         if not self.format_match:
             return 0
-        return struct.unpack_from('<Q', self.region('header').data, 36)[0] * 512
+        sectors = struct.unpack_from('<Q', self.region('header').data, 36)[0]
+        return sectors * 512
 
     def _check_version(self):
         version = struct.unpack_from('<I', self.region('header').data, 16)[0]

@@ -43,7 +43,10 @@ LOG = logging.getLogger(__name__)
 
 HEADER_WINDOW = 16 * 1024 * 1024
 TAIL_WINDOW = 64 * 1024
-_CHUNK = 64 * 1024
+# Reads start small (most headers fit in the first chunk) and grow, so a
+# format whose tables sit a few MiB in (VHDX) costs few inspector passes.
+_FIRST_CHUNK = 64 * 1024
+_MAX_CHUNK = 1024 * 1024
 
 #: Inspector classes by name: oslo's, then ours (ours never replace).
 INSPECTORS = dict(format_inspector.ALL_FORMATS, **formats.EXTRA_INSPECTORS)
@@ -102,7 +105,7 @@ def inspect(fd, size, declared_format, conf):
                                          'the image file is empty')
 
     head, tail, live, gave_up = _feed(fd, size)
-    inspector = _decide(live, gave_up, head, size, declared_format)
+    inspector = _decide(live, gave_up, head[0], size, declared_format)
     detected = _glance_name(inspector)
     if declared_format is not None and detected != declared_format:
         raise exception.ImageRefused(
@@ -129,14 +132,18 @@ def confirm_copy(path, header):
     :raises ImageRefused: format-check-failed when the file changed while
         it was being copied.
     """
-    with open(path, 'rb') as f:
-        same_size = os.fstat(f.fileno()).st_size == header._size
-        same_head = same_size and _pread(
-            f.fileno(), len(header._head), 0) == header._head
-        same_tail = same_head and _pread(
-            f.fileno(), len(header._tail),
-            header._size - len(header._tail)) == header._tail
-    if not same_tail:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        same = os.fstat(fd).st_size == header._size
+        offset = 0
+        for chunk in header._head:
+            same = same and _pread(fd, len(chunk), offset) == chunk
+            offset += len(chunk)
+        same = same and _pread(fd, len(header._tail),
+                               header._size - len(header._tail)) == header._tail
+    finally:
+        os.close(fd)
+    if not same:
         raise exception.ImageRefused(
             exception.FORMAT_CHECK_FAILED,
             'the image changed while it was copied into the workspace; its '
@@ -168,27 +175,41 @@ def _pread(fd, length, offset):
 def _feed(fd, size):
     """Feed the header window and the tail to every inspector.
 
-    :returns: (head bytes read, tail bytes read, {name: live inspector},
-        {name: why the inspector gave up}).
+    An inspector stops getting chunks once it has been satisfied for a
+    whole chunk (one more chunk lets it add the regions that its last
+    region pointed to); end-of-file regions get the tail instead.
+
+    :returns: (list of header chunks read, tail bytes read,
+        {name: live inspector}, {name: why the inspector gave up}).
     """
     live = {name: cls() for name, cls in INSPECTORS.items()}
     gave_up = {}
+    settled = set()
     chunks = []
     position = 0
+    chunk_size = _FIRST_CHUNK
     while position < min(size, HEADER_WINDOW):
-        chunk = _pread(fd, min(_CHUNK, HEADER_WINDOW - position), position)
+        chunk = _pread(fd, min(chunk_size, HEADER_WINDOW - position),
+                       position)
         if not chunk:
             break
         position += len(chunk)
+        chunk_size = min(chunk_size * 2, _MAX_CHUNK)
         chunks.append(chunk)
         for name, inspector in list(live.items()):
+            if name in settled:
+                continue
+            was_satisfied = _satisfied(inspector)
             try:
                 inspector.eat_chunk(chunk)
             except Exception as err:
                 # Not this format, or a header it cannot parse.
                 gave_up[name] = err
                 del live[name]
-        if all(_satisfied(i) for n, i in live.items() if n != 'raw'):
+                continue
+            if was_satisfied and _satisfied(inspector):
+                settled.add(name)
+        if settled.issuperset(n for n in live if n != 'raw'):
             break
     tail_start = max(size - TAIL_WINDOW, 0)
     tail = _pread(fd, size - tail_start, tail_start)
@@ -197,7 +218,7 @@ def _feed(fd, size):
             if isinstance(region, format_inspector.EndCaptureRegion):
                 region.capture(tail, size)
         inspector.finish()
-    return b''.join(chunks), tail, live, gave_up
+    return chunks, tail, live, gave_up
 
 
 def _regions(inspector):

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Speed and memory of qimgintrospect against the bare qemu-img it wraps.
+
+Prints, side by side in one run, for each image:
+
+* bare ``qemu-img info --output=json -f FMT`` (a child process);
+* the core API, ``qimgintrospect.api.inspect()``, called in-process
+  (header checks, workspace copy, qemu-img under prlimit, normaliser);
+* the ``qimg-introspect inspect -f json`` CLI (a child process, so it
+  includes Python's start-up and imports).
+
+Wall time is the median of --runs runs. Memory is the peak resident set
+of the child processes (ru_maxrss of each), and for the in-process API
+the peak of Python allocations during one call (tracemalloc) plus the
+largest child (qemu-img).
+
+Then it copies a sparse 10 GiB raw image holding 100 MiB of data into the
+workspace and prints the bytes copied against the bytes allocated.
+
+Targets (issue 2): in-process time at most 1.5x bare qemu-img; workspace
+bytes within 10 % of the allocated bytes.
+
+    python benchmarks/inspect_vs_qemu_img.py [--runs N] [--keep DIR]
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from oslo_config import cfg  # noqa: E402
+
+from qimgintrospect import api  # noqa: E402
+from qimgintrospect import opts  # noqa: E402
+from qimgintrospect import source  # noqa: E402
+from qimgintrospect import workspace  # noqa: E402
+from tests import imagebuilder  # noqa: E402
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+def run_child(cmd):
+    """Run *cmd*; return (wall seconds, peak RSS in KiB of that process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError('%s failed' % ' '.join(cmd))
+    return wall, usage.ru_maxrss
+
+
+def run_api(path, disk_format, conf):
+    start = time.perf_counter()
+    api.inspect(path, disk_format, conf)
+    return time.perf_counter() - start
+
+
+def api_memory(path, disk_format, conf):
+    """Peak Python allocations during one call, in KiB."""
+    tracemalloc.start()
+    try:
+        api.inspect(path, disk_format, conf)
+        return tracemalloc.get_traced_memory()[1] // 1024
+    finally:
+        tracemalloc.stop()
+
+
+def build_images(directory):
+    images = [
+        ('small qcow2 (64 MiB)', 'qcow2',
+         imagebuilder.create(directory, 'small.qcow2', 'qcow2', 64 * MiB)),
+        ('small vmdk streamOptimized', 'vmdk',
+         imagebuilder.vmdk(directory, 'small.vmdk', 'streamOptimized',
+                           'buslogic')),
+        ('sparse raw 8 GiB (GPT)', 'raw',
+         imagebuilder.partitioned_raw(directory, 'sparse.raw', 8 * GiB)),
+        ('sparse qcow2 8 GiB', 'qcow2',
+         imagebuilder.create(directory, 'sparse.qcow2', 'qcow2', 8 * GiB)),
+        ('sparse vhdx 8 GiB', 'vhdx',
+         imagebuilder.create(directory, 'sparse.vhdx', 'vhdx', 8 * GiB)),
+    ]
+    return images
+
+
+def make_conf(directory):
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    conf([], project='qimgintrospect', default_config_files=[])
+    conf.set_override('directory', os.path.join(directory, 'workspace'),
+                      opts.WORKSPACE_GROUP)
+    conf.set_override('min_free_mb', 0, opts.WORKSPACE_GROUP)
+    return conf
+
+
+def cli_command():
+    script = shutil.which('qimg-introspect',
+                          path=os.path.dirname(sys.executable))
+    return [script] if script else [sys.executable, '-m',
+                                    'qimgintrospect.cmd.shell']
+
+
+def bench_images(images, conf, config_file, runs):
+    header = ('%-28s %12s %12s %12s %7s   %10s %14s %10s'
+              % ('image', 'qemu-img ms', 'api ms', 'cli ms', 'api/q',
+                 'qemu KiB', 'api KiB(py+q)', 'cli KiB'))
+    print(header)
+    print('-' * len(header))
+    for label, disk_format, path in images:
+        qemu_fmt = 'vpc' if disk_format == 'vhd' else disk_format
+        bare = [run_child(['qemu-img', 'info', '--output=json', '-f',
+                           qemu_fmt, path]) for _ in range(runs)]
+        run_api(path, disk_format, conf)       # warm caches and imports
+        in_process = [run_api(path, disk_format, conf) for _ in range(runs)]
+        py_kib = api_memory(path, disk_format, conf)
+        cli = [run_child(cli_command() + ['inspect', path, '-f', 'json',
+                                          '--disk-format', disk_format,
+                                          '--config-file', config_file])
+               for _ in range(max(runs // 5, 3))]
+        q_ms = statistics.median(w for w, _ in bare) * 1000
+        a_ms = statistics.median(in_process) * 1000
+        c_ms = statistics.median(w for w, _ in cli) * 1000
+        q_kib = max(m for _, m in bare)
+        print('%-28s %12.2f %12.2f %12.1f %6.2fx   %10d %8d+%-5d %10d'
+              % (label, q_ms, a_ms, c_ms, a_ms / q_ms, q_kib, py_kib, q_kib,
+                 max(m for _, m in cli)))
+
+
+def bench_workspace(directory, conf):
+    path = imagebuilder.sparse_raw(directory, 'ten.raw', 10 * GiB, 100 * MiB)
+    ws = workspace.Workspace.from_conf(conf)
+    with source.open_image(path) as image, ws.slot() as slot:
+        start = time.perf_counter()
+        copy = slot.private_copy(image)
+        wall = time.perf_counter() - start
+        written = os.stat(copy.path).st_blocks * 512
+        allocated = image.allocated
+    print()
+    print('workspace copy of a sparse 10 GiB raw with 100 MiB of data')
+    print('  method %s, %.0f ms' % (copy.method, wall * 1000))
+    print('  allocated in source : %12d bytes' % allocated)
+    print('  bytes copied        : %12d bytes (%.3fx)'
+          % (copy.bytes_copied, copy.bytes_copied / allocated))
+    print('  allocated in copy   : %12d bytes (%.3fx)'
+          % (written, written / allocated))
+    print('  virtual size        : %12d bytes' % (10 * GiB))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--runs', type=int, default=30)
+    parser.add_argument('--keep', help='build images in this directory')
+    args = parser.parse_args()
+    directory = args.keep or tempfile.mkdtemp(prefix='qimg-bench-')
+    try:
+        conf = make_conf(directory)
+        config_file = os.path.join(directory, 'bench.conf')
+        with open(config_file, 'w') as f:
+            f.write('[%s]\ndirectory = %s\nmin_free_mb = 0\n'
+                    % (opts.WORKSPACE_GROUP,
+                       os.path.join(directory, 'workspace')))
+        print('qemu-img: %s' % subprocess.run(
+            ['qemu-img', '--version'], capture_output=True,
+            text=True).stdout.splitlines()[0])
+        print('runs per figure: %d (median wall time)\n' % args.runs)
+        bench_images(build_images(directory), conf, config_file, args.runs)
+        bench_workspace(directory, conf)
+    finally:
+        if not args.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()

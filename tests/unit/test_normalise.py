@@ -1,0 +1,117 @@
+"""Glance vocabulary: names, mappings and validation."""
+
+import glob
+import json
+import os
+import sys
+
+import pytest
+
+from qimgintrospect import exception
+from qimgintrospect import normalise
+
+
+@pytest.mark.parametrize('given, glance', [
+    ('qcow2', 'qcow2'), ('VMDK', 'vmdk'), ('vpc', 'vhd'), ('vhd', 'vhd'),
+    ('parallels', 'ploop'), ('iso', 'iso'), (None, None),
+])
+def test_glance_disk_format(given, glance):
+    assert normalise.glance_disk_format(given) == glance
+
+
+def test_unknown_disk_format_name():
+    with pytest.raises(exception.UsageError) as err:
+        normalise.glance_disk_format('floppy')
+    assert err.value.code == 'unknown-format-name'
+
+
+def test_every_glance_format_has_a_qemu_driver():
+    for disk_format in normalise.VOCABULARY['disk_format'].allowed:
+        assert disk_format in normalise.QEMU_DRIVERS
+
+
+@pytest.mark.parametrize('create_type, adapter, disktype, adaptertype', [
+    ('streamOptimized', 'buslogic', 'streamOptimized', 'busLogic'),
+    ('monolithicSparse', 'lsilogic', 'sparse', 'lsiLogic'),
+    ('monolithicFlat', 'lsisas1068', 'preallocated', 'lsiLogicsas'),
+    ('vmfs', 'pvscsi', 'preallocated', 'paraVirtual'),
+    ('streamoptimized', 'IDE', 'streamOptimized', 'ide'),
+])
+def test_vmdk_mapping(create_type, adapter, disktype, adaptertype):
+    result = normalise.merge({'format': 'vmdk', 'virtual_size': 512,
+                              'vmdk_create_type': create_type,
+                              'vmdk_adapter_type': adapter})
+    assert result.properties == {'disk_format': 'vmdk', 'virtual_size': 512,
+                                 'vmware_disktype': disktype,
+                                 'vmware_adaptertype': adaptertype}
+    assert result.details == {'vmdk_create_type': create_type}
+
+
+def test_later_source_wins_and_details_are_separate():
+    result = normalise.merge(
+        {'format': 'qcow2', 'virtual_size': 1, 'warnings': ['w1']},
+        {'virtual_size': 2, 'cluster_size': 65536, 'qcow2_compat': '1.1'})
+    assert result.properties == {'disk_format': 'qcow2', 'virtual_size': 2}
+    assert result.details == {'cluster_size': 65536, 'qcow2_compat': '1.1'}
+    assert result.warnings == ['w1']
+
+
+def test_values_outside_the_vocabulary_are_dropped_with_a_warning():
+    warnings = []
+    valid = normalise.validate({'vmware_disktype': 'thick',
+                                'virtual_size': '12',
+                                'made_up': 'x',
+                                'disk_format': 'qcow2'}, warnings)
+    assert valid == {'disk_format': 'qcow2'}
+    assert len(warnings) == 3
+
+
+def test_unmapped_adapter_is_a_warning_not_a_value():
+    result = normalise.merge({'format': 'vmdk', 'virtual_size': 1,
+                              'vmdk_adapter_type': 'legacyESX'})
+    assert 'vmware_adaptertype' not in result.properties
+    assert result.warnings == ["VMDK adapter type 'legacyESX' has no Glance "
+                               "vmware_adaptertype; not set"]
+
+
+def test_core_attributes_split():
+    core, extra = normalise.core_attributes(
+        {'disk_format': 'vmdk', 'virtual_size': 1,
+         'vmware_disktype': 'sparse'})
+    assert core == {'disk_format': 'vmdk', 'virtual_size': 1}
+    assert extra == {'vmware_disktype': 'sparse'}
+
+
+def _metadefs_dir():
+    for prefix in (sys.prefix, '/usr/local', '/usr'):
+        path = os.path.join(prefix, 'etc', 'glance', 'metadefs')
+        if glob.glob(os.path.join(path, '*.json')):
+            return path
+    return None
+
+
+def _metadef_enums(directory):
+    enums = {}
+    for path in glob.glob(os.path.join(directory, '*.json')):
+        with open(path) as f:
+            namespace = json.load(f)
+        props = dict(namespace.get('properties', {}))
+        for obj in namespace.get('objects', []):
+            props.update(obj.get('properties', {}))
+        for name, prop in props.items():
+            if prop.get('enum'):
+                enums.setdefault(name, set()).update(prop['enum'])
+    return enums
+
+
+def test_vocabulary_matches_glance_metadefs():
+    directory = _metadefs_dir()
+    if directory is None:
+        pytest.skip('glance (and its metadefs) is not installed here')
+    enums = _metadef_enums(directory)
+    checked = 0
+    for name, rule in normalise.VOCABULARY.items():
+        if rule.allowed is not None and name in enums:
+            assert rule.allowed <= enums[name], name
+            checked += 1
+    assert checked >= 2

@@ -1,0 +1,40 @@
+"""Options: one place, listed for the generator, sample kept in sync."""
+
+import os
+import subprocess
+import sys
+
+from oslo_config import cfg
+
+from qimgintrospect import opts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def test_list_opts_lists_every_registered_option():
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    listed = {(group, opt.dest) for group, group_opts in opts.list_opts()
+              for opt in group_opts}
+    registered = {(group.name, name) for group in conf._groups.values()
+                  for name in group._opts}
+    assert listed == registered
+
+
+def test_register_twice_is_harmless():
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    opts.register_opts(conf)
+
+
+def test_sample_config_is_up_to_date(tmp_path):
+    generated = tmp_path / 'sample.conf'
+    subprocess.run(
+        [sys.executable, '-m', 'oslo_config.generator',
+         '--namespace', 'qimgintrospect', '--wrap-width', '79',
+         '--output-file', str(generated)],
+        check=True, cwd=ROOT, capture_output=True)
+    with open(os.path.join(ROOT, 'etc', 'qimgintrospect.conf.sample')) as f:
+        assert generated.read_text() == f.read(), (
+            'etc/qimgintrospect.conf.sample is stale: run tox -e genconfig')
