@@ -139,8 +139,9 @@ def confirm_copy(path, header):
         for chunk in header._head:
             same = same and _pread(fd, len(chunk), offset) == chunk
             offset += len(chunk)
+        tail_offset = header._size - len(header._tail)
         same = same and _pread(fd, len(header._tail),
-                               header._size - len(header._tail)) == header._tail
+                               tail_offset) == header._tail
     finally:
         os.close(fd)
     if not same:
