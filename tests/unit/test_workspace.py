@@ -96,6 +96,37 @@ def tiny_filesystem(tmp_path):
     subprocess.run(['umount', '-l', str(mountpoint)], check=True)
 
 
+@pytest.fixture
+def reflink_filesystem(tmp_path):
+    """A real XFS with reflink on a loop device (where loop devices work)."""
+    backing = tmp_path / 'xfs.img'
+    mountpoint = tmp_path / 'xfs'
+    mountpoint.mkdir()
+    with open(backing, 'wb') as f:
+        f.truncate(512 * MiB)
+    made = subprocess.run(['mkfs.xfs', '-q', '-m', 'reflink=1', str(backing)],
+                          capture_output=True)
+    mounted = made.returncode == 0 and subprocess.run(
+        ['mount', '-o', 'loop', str(backing), str(mountpoint)],
+        capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip('cannot mount a loop XFS here: %s' % made.stderr)
+    yield mountpoint
+    subprocess.run(['umount', str(mountpoint)], check=True)
+
+
+def test_reflink_copy_reads_no_data(reflink_filesystem):
+    image = imagebuilder.sparse_raw(reflink_filesystem, 'data.raw', 64 * MiB,
+                                    32 * MiB)
+    ws = _workspace(reflink_filesystem / 'ws')
+    with source.open_image(image) as src, ws.slot() as slot:
+        copy = slot.private_copy(src)
+        assert copy.method == 'reflink'
+        assert copy.bytes_copied == 0
+        assert _digest(copy.path) == _digest(image)
+    assert conftest.workspace_leftovers(ws.directory) == []
+
+
 def test_full_filesystem_refuses_up_front(tmp_path, tiny_filesystem):
     image = imagebuilder.sparse_raw(tmp_path, 'data.raw', 32 * MiB, 16 * MiB)
     ws = _workspace(tiny_filesystem / 'ws')
