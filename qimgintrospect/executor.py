@@ -26,6 +26,7 @@ One function, :func:`qemu_img_info`. What it guarantees:
 
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -45,6 +46,18 @@ _CPU_SIGNALS = (signal.SIGKILL, signal.SIGXCPU)
 # Words qemu-img and glib print when an allocation fails under RLIMIT_AS.
 _MEMORY_WORDS = ('alloc', 'memory', 'resource temporarily unavailable')
 _MAX_STDERR = 400
+# qemu-img's own words for an image that ends before its tables do, and
+# for one whose tables it found inconsistent (qemu 7.2 block drivers).
+# Only these: any other failure stays qemu-img-failed.
+_TRUNCATED = re.compile(
+    r'truncated|(after|beyond|past) the end of (the )?file|'
+    r'end of file', re.IGNORECASE)
+_CORRUPT = re.compile(
+    r'corrupt|checksum|offset invalid|too (small|big|large|much)|'
+    r'no valid vhdx header|unsupported vdi image|exceeds cluster size|'
+    r'entry size is invalid|invalid block size|unknown compression type|'
+    r'does not contain a reference count table|must not be set',
+    re.IGNORECASE)
 
 
 class Limits(processutils.ProcessLimits):
@@ -92,7 +105,10 @@ def qemu_img_info(path, qemu_format, conf, limits=None):
     :raises QemuImgNotFound: prlimit or qemu-img cannot be executed.
     :raises QemuImgTimeout: the run passed ``limits.timeout``; it was killed.
     :raises QemuImgLimitExceeded: the CPU or address-space cap stopped it.
-    :raises QemuImgFailed: qemu-img exited non-zero or died of a signal.
+    :raises QemuImgFailed: qemu-img exited non-zero or died of a signal;
+        a :class:`QemuImgFoundImageBroken` (image-truncated or
+        image-corrupt) when qemu-img's message says the image is cut short
+        or its tables are inconsistent.
     :raises QemuImgBadOutput: stdout is not a JSON object.
     """
     if not os.path.isabs(path):
@@ -138,7 +154,11 @@ def _kill_group(proc):
 
 def _classify_failure(err, cmd, conf, limits):
     """Map a failed run to the named error that says what happened."""
-    stderr = (err.stderr or '').strip()
+    # The message goes back to whoever uploaded the image: it names the
+    # copy by its file name, not by the host's workspace path.
+    path = cmd[-1]
+    stderr = (err.stderr or '').strip().replace(path,
+                                                os.path.basename(path))
     brief = stderr[:_MAX_STDERR]
     rc = err.exit_code
     signum = -rc if rc is not None and rc < 0 else None
@@ -161,6 +181,14 @@ def _classify_failure(err, cmd, conf, limits):
     if signum is not None:
         return exception.QemuImgFailed(
             'qemu-img died of signal %s: %s' % (_signal_name(signum), brief))
+    if rc == 1 and _TRUNCATED.search(stderr):
+        return exception.QemuImgFoundImageBroken(
+            exception.IMAGE_TRUNCATED,
+            'qemu-img found the image truncated: %s' % brief)
+    if rc == 1 and _CORRUPT.search(stderr):
+        return exception.QemuImgFoundImageBroken(
+            exception.IMAGE_CORRUPT,
+            'qemu-img found the image corrupt: %s' % brief)
     return exception.QemuImgFailed(
         'qemu-img exited with status %s: %s' % (rc, brief))
 

@@ -66,6 +66,18 @@ def open_image(path):
         os.close(fd)
 
 
+def read_at(fd, length, offset):
+    """Read at most *length* bytes of the open image *fd* at *offset*.
+
+    :raises InspectionFailed: read-error (an I/O error on the image).
+    """
+    try:
+        return os.pread(fd, length, offset)
+    except OSError as err:
+        raise exception.InspectionFailed(
+            exception.READ_ERROR, 'cannot read the image: %s' % err.strerror)
+
+
 def _lstat(path):
     try:
         return os.lstat(path)

@@ -38,6 +38,7 @@ from oslo_utils.imageutils import format_inspector
 from qimgintrospect import exception
 from qimgintrospect.inspectors import formats
 from qimgintrospect import opts
+from qimgintrospect import source
 
 LOG = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def inspect(fd, size, declared_format, conf):
                                          'the image file is empty')
 
     head, tail, live, gave_up = _feed(fd, size)
-    inspector = _decide(live, gave_up, head[0], size, declared_format)
+    inspector = _decide(live, gave_up, head[0], size, declared_format,
+                        allowed)
     detected = _glance_name(inspector)
     if declared_format is not None and detected != declared_format:
         raise exception.ImageRefused(
@@ -120,6 +122,10 @@ def inspect(fd, size, declared_format, conf):
     reader = formats.reader_for(detected)
     findings = reader.check(inspector, fd, size, conf) if reader else {}
     warnings = _run_safety_checks(inspector, group)
+    if detected == 'raw':
+        # A raw disk is as large as its file; the raw and gpt inspectors
+        # only count the bytes they were fed.
+        findings.setdefault('virtual_size', size)
     findings.setdefault('virtual_size', inspector.virtual_size or None)
     _check_virtual_size(findings['virtual_size'], group)
     findings['format'] = detected
@@ -129,24 +135,24 @@ def inspect(fd, size, declared_format, conf):
 def confirm_copy(path, header):
     """Prove the copy at *path* holds the bytes :func:`inspect` checked.
 
-    :raises ImageRefused: format-check-failed when the file changed while
-        it was being copied.
+    :raises ImageRefused: image-changed-during-copy when the file changed
+        while it was being copied.
     """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         same = os.fstat(fd).st_size == header._size
         offset = 0
         for chunk in header._head:
-            same = same and _pread(fd, len(chunk), offset) == chunk
+            same = same and source.read_at(fd, len(chunk), offset) == chunk
             offset += len(chunk)
         tail_offset = header._size - len(header._tail)
-        same = same and _pread(fd, len(header._tail),
-                               tail_offset) == header._tail
+        same = same and source.read_at(fd, len(header._tail),
+                                       tail_offset) == header._tail
     finally:
         os.close(fd)
     if not same:
         raise exception.ImageRefused(
-            exception.FORMAT_CHECK_FAILED,
+            exception.IMAGE_CHANGED,
             'the image changed while it was copied into the workspace; its '
             'checked header no longer matches the copy')
 
@@ -163,14 +169,6 @@ def _check_virtual_size(virtual_size, group):
             exception.VIRTUAL_SIZE_TOO_LARGE,
             'virtual size %d bytes is above the %d GiB maximum'
             % (virtual_size, group.max_virtual_size_gb))
-
-
-def _pread(fd, length, offset):
-    try:
-        return os.pread(fd, length, offset)
-    except OSError as err:
-        raise exception.InspectionFailed(
-            exception.READ_ERROR, 'cannot read the image: %s' % err.strerror)
 
 
 def _feed(fd, size):
@@ -190,8 +188,8 @@ def _feed(fd, size):
     position = 0
     chunk_size = _FIRST_CHUNK
     while position < min(size, HEADER_WINDOW):
-        chunk = _pread(fd, min(chunk_size, HEADER_WINDOW - position),
-                       position)
+        length = min(chunk_size, HEADER_WINDOW - position)
+        chunk = source.read_at(fd, length, position)
         if not chunk:
             break
         position += len(chunk)
@@ -213,7 +211,7 @@ def _feed(fd, size):
         if settled.issuperset(n for n in live if n != 'raw'):
             break
     tail_start = max(size - TAIL_WINDOW, 0)
-    tail = _pread(fd, size - tail_start, tail_start)
+    tail = source.read_at(fd, size - tail_start, tail_start)
     for inspector in live.values():
         for region in _regions(inspector):
             if isinstance(region, format_inspector.EndCaptureRegion):
@@ -232,8 +230,13 @@ def _satisfied(inspector):
                if not isinstance(r, format_inspector.EndCaptureRegion))
 
 
-def _decide(live, gave_up, head, size, declared_format):
-    """Return the one inspector the bytes match, or refuse."""
+def _decide(live, gave_up, head, size, declared_format, allowed):
+    """Return the one inspector the bytes match, or refuse.
+
+    Raw is returned only when no format's magic is in the header: a file
+    that carries a magic its inspector could not parse is never inspected
+    as raw (qemu, probing, would still read it as that format).
+    """
     matches = [i for name, i in live.items()
                if name != 'raw' and i.complete and i.format_match]
     if len(matches) > 1:
@@ -248,20 +251,48 @@ def _decide(live, gave_up, head, size, declared_format):
             % ', '.join(sorted(_glance_name(m) for m in matches)))
     if matches:
         return matches[0]
-    if declared_format and formats.has_magic(declared_format, head):
-        # The declared magic is there but the header did not parse: this
-        # is a broken image of the declared format, not another format.
-        reason = gave_up.get(declared_format)
-        if reason is not None:
-            raise exception.InspectionFailed(
-                exception.IMAGE_CORRUPT,
-                'the %s header cannot be parsed: %s'
-                % (declared_format, reason))
-        raise exception.InspectionFailed(
-            exception.IMAGE_TRUNCATED,
-            'the file ends at byte %d, inside its %s header'
-            % (size, declared_format))
+    carried = formats.magic_formats(head)
+    if carried:
+        _refuse_unparsed(carried, gave_up, head, size, declared_format,
+                         allowed)
     return live['raw']
+
+
+def _refuse_unparsed(carried, gave_up, head, size, declared_format,
+                     allowed):
+    """Refuse or fail a file whose magic is there but whose header is not.
+
+    The attack checks of the format run first (a VMDK descriptor outside
+    the file is refused, not merely broken); then a format that is not
+    allowed or not the declared one is refused; only an allowed image of
+    the declared (or no declared) format is reported as broken.
+    """
+    name = declared_format if declared_format in carried else carried[0]
+    formats.explain_unparsed(name, head, size)
+    reason = gave_up.get(name)
+    if reason is None and size > HEADER_WINDOW:
+        # Not cut short: its structures point past what is ever read.
+        reason = ('its header does not end within the first %d bytes'
+                  % HEADER_WINDOW)
+    why = ('its header cannot be parsed: %s' % reason if reason is not None
+           else 'the file ends at byte %d, inside its header' % size)
+    if name not in allowed:
+        raise exception.ImageRefused(
+            exception.FORMAT_NOT_ALLOWED,
+            'the file carries the %s magic, a format not allowed here '
+            '(allowed: %s); %s' % (name, ', '.join(sorted(allowed)), why))
+    if declared_format is not None and declared_format != name:
+        raise exception.ImageRefused(
+            exception.FORMAT_MISMATCH,
+            'declared %s but the file carries the %s magic (%s)'
+            % (declared_format, name, why))
+    if reason is not None:
+        raise exception.InspectionFailed(
+            exception.IMAGE_CORRUPT,
+            'the %s header cannot be parsed: %s' % (name, reason))
+    raise exception.InspectionFailed(
+        exception.IMAGE_TRUNCATED,
+        'the file ends at byte %d, inside its %s header' % (size, name))
 
 
 def _glance_name(inspector):

@@ -1,8 +1,9 @@
 """The executor's error paths, each made real.
 
-The memory cap and a non-zero exit use the real qemu-img. No qemu-img
-input burns a second of CPU or sleeps (which is why the caps are a
-backstop), so the CPU cap and the timeout are exercised on small
+The memory cap and a non-zero exit use the real qemu-img (so does the CPU
+cap in tests/functional/test_hostile.py, on a VDI whose 2 GiB block map
+costs qemu-img seconds of CPU). A qemu-img that sleeps cannot be made from
+an image, so the timeout, and a process that spins forever, use small
 stand-in programs: the kernel limit and the kill are still real.
 """
 

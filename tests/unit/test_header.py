@@ -55,4 +55,4 @@ def test_copy_that_differs_from_the_checked_header_is_refused(conf,
     copy.write_bytes(bytes(data))
     with pytest.raises(exception.ImageRefused) as err:
         header.confirm_copy(str(copy), found)
-    assert err.value.code == 'format-check-failed'
+    assert err.value.code == 'image-changed-during-copy'
