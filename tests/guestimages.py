@@ -1,0 +1,265 @@
+"""Guest OS images for the libguestfs tests, built with guestfish.
+
+No download: each guest is a small ext4 (or LVM) filesystem holding what
+libguestfs's inspection reads (``/etc/os-release``, ``/etc/fstab``, an ELF
+binary for the architecture, the package database) and what this project
+reads (cloud-init configuration, the qemu guest agent, an EFI system
+partition). Every base guest is made in ONE guestfish run, one drive each;
+clones are byte copies with one file's bytes changed in place, which is
+what images made from one base look like: same filesystem UUIDs and
+labels, same LVM PV UUID and VG name.
+
+:data:`GUESTS` says what each guest is; tests compare what is found with
+it, and :func:`build` returns the paths.
+"""
+
+import collections
+import os
+import shutil
+import subprocess
+import uuid
+
+from tests import imagebuilder
+
+MiB = 1024 * 1024
+
+#: libguestfs backend settings for appliances in tests and benchmarks:
+#: these machines' KVM does not run the appliance (see the environment
+#: notes), so software emulation unless the environment says otherwise.
+BACKEND_SETTINGS = [s for s in os.environ.get(
+    'LIBGUESTFS_BACKEND_SETTINGS', 'force_tcg').split(':') if s]
+
+#: What one guest is. ``os_release``: the fields of /etc/os-release;
+#: ``disk_format``: what it is converted to; ``admin_user``: the
+#: cloud-init default user (None: no cloud-init); ``guest_agent``:
+#: whether qemu-ga is installed; ``uefi``: GPT with an EFI system
+#: partition; ``lvm``: root on an LVM logical volume of VG ``vg0``;
+#: ``clone_of``/``patch``: a byte copy of another guest with ``patch``
+#: (old bytes, new bytes of the same length) applied to its data.
+Guest = collections.namedtuple('Guest', [
+    'os_release', 'disk_format', 'admin_user', 'guest_agent', 'uefi', 'lvm',
+    'clone_of', 'patch'])
+Guest.__new__.__defaults__ = ({}, 'raw', None, False, False, False, None,
+                              None)
+
+_DEBIAN = {'ID': 'debian', 'VERSION_ID': '12',
+           'PRETTY_NAME': 'Debian GNU/Linux 12 (bookworm)'}
+_FEDORA = {'ID': 'fedora', 'VERSION_ID': '39',
+           'PRETTY_NAME': 'Fedora Linux 39 (Cloud Edition)'}
+
+GUESTS = collections.OrderedDict([
+    ('debian', Guest(os_release=_DEBIAN)),
+    ('ubuntu', Guest(
+        os_release={'ID': 'ubuntu', 'VERSION_ID': '22.04',
+                    'ID_LIKE': 'debian',
+                    'PRETTY_NAME': 'Ubuntu 22.04.3 LTS'},
+        disk_format='qcow2', admin_user='opsadmin', guest_agent=True)),
+    ('rocky', Guest(
+        os_release={'ID': 'rocky', 'VERSION_ID': '9.3',
+                    'ID_LIKE': 'rhel centos fedora',
+                    'PRETTY_NAME': 'Rocky Linux 9.3 (Blue Onyx)'},
+        disk_format='vmdk')),
+    ('alma-uefi', Guest(
+        os_release={'ID': 'almalinux', 'VERSION_ID': '9.2',
+                    'ID_LIKE': 'rhel centos fedora',
+                    'PRETTY_NAME': 'AlmaLinux 9.2 (Turquoise Kodkod)'},
+        disk_format='qcow2', uefi=True)),
+    ('blank', Guest(disk_format='qcow2')),
+    # Made from the same base as "debian": same ext4 UUID and label.
+    ('debian-clone', Guest(
+        os_release=dict(_DEBIAN, VERSION_ID='11',
+                        PRETTY_NAME='Debian GNU/Linux 11 (bullseye)'),
+        clone_of='debian',
+        patch=(b'VERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 '
+               b'(bookworm)"',
+               b'VERSION_ID="11"\nPRETTY_NAME="Debian GNU/Linux 11 '
+               b'(bullseye)"'))),
+    ('fedora-lvm', Guest(os_release=_FEDORA, lvm=True)),
+    # Same PV UUID and VG name as "fedora-lvm".
+    ('fedora-lvm-clone', Guest(
+        os_release=dict(_FEDORA, VERSION_ID='38',
+                        PRETTY_NAME='Fedora Linux 38 (Cloud Edition)'),
+        lvm=True, clone_of='fedora-lvm',
+        patch=(b'VERSION_ID="39"\nPRETTY_NAME="Fedora Linux 39',
+               b'VERSION_ID="38"\nPRETTY_NAME="Fedora Linux 38'))),
+])
+
+_CLOUD_CFG = """\
+users:
+  - default
+system_info:
+  distro: ubuntu
+  default_user:
+    name: ubuntu
+    lock_passwd: true
+"""
+# cloud.cfg.d/*.cfg win over cloud.cfg: the default user is renamed.
+_CLOUD_CFG_D = """\
+system_info:
+  default_user:
+    name: {user}
+"""
+_ESP_GUID = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B'
+
+
+def environment():
+    """The environment guestfish and virt-inspector run with here."""
+    env = dict(os.environ, LIBGUESTFS_BACKEND='direct')
+    env['LIBGUESTFS_BACKEND_SETTINGS'] = ':'.join(BACKEND_SETTINGS)
+    return env
+
+
+def build(directory, names=None):
+    """Build the guests *names* (default all) in *directory*.
+
+    :returns: dict name -> path of the image in its ``disk_format``.
+    """
+    names = list(names or GUESTS)
+    for name in list(names):
+        clone_of = GUESTS[name].clone_of
+        if clone_of and clone_of not in names:
+            names.insert(0, clone_of)
+    directory = str(directory)
+    work = os.path.join(directory, 'guest-build')
+    os.makedirs(work, exist_ok=True)
+    bases = [n for n in names if GUESTS[n].clone_of is None]
+    raws = _guestfish_build(work, bases)
+    for name in names:
+        guest = GUESTS[name]
+        if guest.clone_of:
+            raws[name] = _patched_clone(work, raws[guest.clone_of], name,
+                                        guest.patch)
+    paths = {}
+    for name in names:
+        paths[name] = _convert(raws[name], directory, name,
+                               GUESTS[name].disk_format)
+    shutil.rmtree(work, ignore_errors=True)
+    return paths
+
+
+def _guestfish_build(work, names):
+    """Make every base guest in one guestfish run; return raw paths."""
+    args = ['guestfish']
+    script = []
+    raws = {}
+    for index, name in enumerate(names):
+        guest = GUESTS[name]
+        raw = os.path.join(work, name + '.raw')
+        raws[name] = raw
+        size = 96 if guest.uefi else 64
+        args += ['-N', '%s=disk:%dM' % (raw, size)]
+        device = '/dev/sd' + chr(ord('a') + index)
+        script += _guest_script(work, name, guest, device)
+    script_path = os.path.join(work, 'build.guestfish')
+    with open(script_path, 'w') as f:
+        f.write('\n'.join(script) + '\n')
+    subprocess.run(args + ['-f', script_path], check=True,
+                   capture_output=True, env=environment(), timeout=600)
+    return raws
+
+
+def _guest_script(work, name, guest, device):
+    if not guest.os_release:
+        return []  # blank: no partition table, nothing at all
+    files = os.path.join(work, name + '.files')
+    os.makedirs(files, exist_ok=True)
+    root_uuid = str(uuid.uuid4())
+    lines = []
+    if guest.uefi:
+        lines += [
+            'part-init %s gpt' % device,
+            'part-add %s p 2048 67583' % device,
+            'part-add %s p 67584 -34' % device,
+            'part-set-gpt-type %s 1 %s' % (device, _ESP_GUID),
+            'mkfs vfat %s1 label:ESP' % device,
+            'mkfs ext4 %s2' % device,
+            'set-uuid %s2 %s' % (device, root_uuid),
+        ]
+        root = device + '2'
+        fstab = ('UUID=%s / ext4 defaults 0 1\n'
+                 'LABEL=ESP /boot/efi vfat umask=0077 0 2\n' % root_uuid)
+    elif guest.lvm:
+        lines += [
+            'part-disk %s mbr' % device,
+            'pvcreate %s1' % device,
+            'vgcreate vg0 %s1' % device,
+            'lvcreate root vg0 48',
+            'mkfs ext4 /dev/vg0/root label:rootfs',
+        ]
+        root = '/dev/vg0/root'
+        fstab = '/dev/mapper/vg0-root / ext4 defaults 0 1\n'
+    else:
+        lines += [
+            'part-disk %s mbr' % device,
+            'mkfs ext4 %s1 label:rootfs' % device,
+        ]
+        root = device + '1'
+        fstab = 'LABEL=rootfs / ext4 defaults 0 1\n'
+
+    def put(guest_path, content, mode=None):
+        local = os.path.join(files, guest_path.strip('/').replace('/', '_'))
+        with open(local, 'w') as f:
+            f.write(content)
+        lines.append('upload %s %s' % (local, guest_path))
+        if mode:
+            lines.append('chmod %s %s' % (mode, guest_path))
+
+    lines += ['mount %s /' % root,
+              'mkdir-p /etc', 'mkdir-p /bin', 'mkdir-p /usr/bin',
+              'upload /bin/ls /bin/ls']
+    put('/etc/os-release', ''.join('%s="%s"\n' % kv
+                                   for kv in guest.os_release.items()))
+    put('/etc/fstab', fstab)
+    put('/etc/hostname', name + '\n')
+    if guest.os_release['ID'] in ('debian', 'ubuntu'):
+        lines += ['mkdir-p /var/lib/dpkg', 'touch /var/lib/dpkg/status']
+    else:
+        lines += ['mkdir-p /var/lib/rpm']
+    if guest.admin_user:
+        lines += ['mkdir-p /etc/cloud/cloud.cfg.d']
+        put('/etc/cloud/cloud.cfg', _CLOUD_CFG)
+        put('/etc/cloud/cloud.cfg.d/90-admin.cfg',
+            _CLOUD_CFG_D.format(user=guest.admin_user))
+    if guest.guest_agent:
+        lines.append('upload /bin/true /usr/bin/qemu-ga')
+    if guest.uefi:
+        lines += ['mkdir-p /boot/efi', 'mount %s1 /boot/efi' % device,
+                  'mkdir-p /boot/efi/EFI/BOOT',
+                  'upload /bin/true /boot/efi/EFI/BOOT/BOOTX64.EFI']
+    lines.append('umount-all')
+    return lines
+
+
+def _patched_clone(work, base_raw, name, patch):
+    """A byte copy of *base_raw* with ``patch[0]`` replaced by ``patch[1]``.
+
+    The bytes must occur exactly once (in the file's data block, which
+    ext4 does not checksum), so the clone differs from its base in that
+    file's contents only.
+    """
+    old, new = patch
+    assert len(old) == len(new), patch
+    with open(base_raw, 'rb') as f:
+        data = bytearray(f.read())
+    offset = data.find(old)
+    assert offset >= 0 and data.find(old, offset + 1) < 0, (
+        '%r must occur once in %s' % (old, base_raw))
+    data[offset:offset + len(old)] = new
+    raw = os.path.join(work, name + '.raw')
+    with open(raw, 'wb') as f:
+        f.write(data)
+    return raw
+
+
+def _convert(raw, directory, name, disk_format):
+    path = os.path.join(directory, '%s.%s' % (name, disk_format))
+    if disk_format == 'raw':
+        shutil.copyfile(raw, path)
+        return path
+    options = []
+    if disk_format == 'vmdk':
+        options = ['-o', 'subformat=streamOptimized']
+    imagebuilder.qemu_img('convert', '-f', 'raw', '-O',
+                          imagebuilder.QEMU_CREATE[disk_format],
+                          *(options + [raw, path]))
+    return path
