@@ -1,0 +1,190 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``qimg-introspect audit``: compare a whole Glance catalogue.
+
+The report lists every difference (``-f table`` for people, ``-f json`` or
+``-f csv`` for scripts) and ends with a summary: what the run did, the
+catalogue's image sizes and the workspace ``max_workers`` needs. In JSON
+and YAML the output is one object, ``{"differences": [...], "summary":
+{...}}``; in CSV and value formats stdout holds only the rows and the
+summary goes to stderr.
+"""
+
+import argparse
+import json
+
+from cliff import lister
+from oslo_config import cfg
+from oslo_utils import timeutils
+from oslo_utils import units
+import tqdm
+import yaml
+
+from qimgintrospect.cmd import common
+from qimgintrospect.cmd import glance as glance_cmd
+from qimgintrospect.glance import audit
+from qimgintrospect.glance import client as glance_client
+
+CONF = cfg.CONF
+
+EPILOG = """\
+The audit is resumable: [introspection_audit] state_file (or --state-file)
+records what each image said at which checksum, so a second run downloads
+only new or changed images and an interrupted run continues.
+
+exit codes:
+
+* 0: the catalogue was walked (refused images are findings, in the report)
+* 2: usage error (bad arguments, credentials, state file)
+* 4: Glance could not be reached
+"""
+
+
+def _since(value):
+    try:
+        when = timeutils.parse_isotime(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err))
+    # Glance's filter syntax, in UTC.
+    return 'gte:' + timeutils.normalize_time(when).strftime(
+        '%Y-%m-%dT%H:%M:%SZ')
+
+
+class Audit(common.ErrorReporting, lister.Lister):
+    """Inspect every image of a Glance catalogue; report what differs."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.epilog = glance_cmd.AUTH_HELP + '\n' + EPILOG
+        parser.add_argument(
+            '--status', default='active',
+            help='Only images with this status (default: active; only '
+                 'active images have data).')
+        parser.add_argument('--owner', metavar='PROJECT_ID',
+                            help='Only images owned by this project.')
+        parser.add_argument(
+            '--visibility', default='all',
+            choices=['all', 'public', 'private', 'shared', 'community'],
+            help='Only images of this visibility (default: all).')
+        parser.add_argument('--disk-format', metavar='FMT',
+                            help='Only images of this disk format.')
+        parser.add_argument(
+            '--updated-since', metavar='ISO8601', type=_since,
+            help='Only images updated at or after this time, for example '
+                 '2024-05-01T00:00:00Z.')
+        parser.add_argument(
+            '--state-file', metavar='PATH',
+            help='SQLite state file (default: [introspection_audit] '
+                 'state_file).')
+        parser.add_argument(
+            '--max-images', metavar='N', type=int,
+            help='Download and inspect at most N images in this run; the '
+                 'rest wait for the next run (a time budget for cron).')
+        parser.add_argument(
+            '--no-progress', action='store_true',
+            help='No progress bar (there is none unless stderr is a '
+                 'terminal).')
+        glance_cmd.add_policy_arguments(parser)
+        self._auth_names = glance_client.add_auth_arguments(parser)
+        return parser
+
+    def take_action(self, parsed_args):
+        client = glance_client.from_arguments(parsed_args, self._auth_names)
+        filters = {name: getattr(parsed_args, attr) for name, attr in (
+            ('status', 'status'), ('owner', 'owner'),
+            ('visibility', 'visibility'), ('disk_format', 'disk_format'),
+            ('updated_at', 'updated_since')) if getattr(parsed_args, attr)}
+        bar = tqdm.tqdm(unit=' images', file=self.app.stderr,
+                        disable=parsed_args.no_progress
+                        or not self.app.stderr.isatty())
+
+        def progress(image, outcome, unchanged):
+            bar.update(1)
+
+        with audit.state_store(CONF, parsed_args.state_file) as state:
+            run = audit.Audit(client, CONF, state,
+                              glance_cmd.policy_from(parsed_args),
+                              max_images=parsed_args.max_images,
+                              progress=progress)
+            try:
+                report = run.run(filters)
+            except (KeyboardInterrupt, SystemExit):
+                self.app.stderr.write(
+                    'audit interrupted: %d images are recorded in %s; run '
+                    'it again to continue\n' % (state.count(), state.path))
+                raise
+            finally:
+                bar.close()
+        self._summary = report.summary(CONF)
+        return audit.COLUMNS, glance_cmd.display_rows(parsed_args,
+                                                      report.rows)
+
+    def produce_output(self, parsed_args, column_names, data):
+        if parsed_args.formatter in ('json', 'yaml'):
+            columns, selector = self._generate_columns_and_selector(
+                parsed_args, column_names)
+            if selector:
+                data = (self._compress_iterable(row, selector)
+                        for row in data)
+            document = {'differences': [dict(zip(columns, row))
+                                        for row in data],
+                        'summary': self._summary}
+            if parsed_args.formatter == 'json':
+                json.dump(document, self.app.stdout,
+                          indent=None if parsed_args.noindent else 2)
+                self.app.stdout.write('\n')
+            else:
+                yaml.safe_dump(document, self.app.stdout,
+                               default_flow_style=False)
+            return 0
+        super().produce_output(parsed_args, column_names, data)
+        out = (self.app.stdout if parsed_args.formatter == 'table'
+               else self.app.stderr)
+        out.write(format_summary(self._summary))
+        return 0
+
+
+def _size(nbytes):
+    for unit, name in ((units.Ti, 'TiB'), (units.Gi, 'GiB'),
+                       (units.Mi, 'MiB'), (units.Ki, 'KiB')):
+        if nbytes >= unit:
+            return '%.1f %s' % (nbytes / unit, name)
+    return '%d B' % nbytes
+
+
+def format_summary(summary):
+    """The summary as lines of text for people."""
+    images, sizes, ws = (summary['images'], summary['sizes'],
+                         summary['workspace'])
+    lines = [
+        '',
+        'Images: %(listed)d listed, %(inspected)d inspected, %(unchanged)d '
+        'unchanged since the last run, %(refused)d refused, %(failed)d '
+        'failed, %(not_inspected)d not inspectable, %(deferred)d left for '
+        'the next run; %(differing)d differ, %(changed)d changed in Glance.'
+        % images,
+        'Image sizes (%d images, %s in all): min %s, median %s, mean %s, '
+        '90%% under %s, max %s.' % (
+            sizes['count'], _size(sizes['total']), _size(sizes['min']),
+            _size(sizes['median']), _size(sizes['mean']),
+            _size(sizes['p90']), _size(sizes['max'])),
+        '  ' + ', '.join('%s: %d' % (b['range'], b['count'])
+                         for b in sizes['buckets']),
+        'Workspace: max_workers=%d needs a quota of %s for any mix of these '
+        'images (%s for images of the mean size); the quota is %s: %s.' % (
+            ws['max_workers'], _size(ws['needed_bytes']),
+            _size(ws['typical_bytes']), _size(ws['quota_bytes']),
+            'enough' if ws['enough'] else 'NOT enough for the largest'),
+    ]
+    return '\n'.join(lines) + '\n'

@@ -1,0 +1,227 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""A Glance client the way OpenStack CLIs make one, and image downloads.
+
+Authentication is openstack.config's, as in python-openstackclient:
+``--os-cloud`` and clouds.yaml, ``OS_*`` variables and ``--os-*`` options,
+any keystoneauth plugin; ``--os-auth-type admin_token --os-endpoint URL
+--os-token TOKEN`` is the endpoint-and-token mode. The session is a
+keystoneauth session and the client python-glanceclient's v2.
+
+Every Glance, keystoneauth or network error leaves this module as an
+:class:`~qimgintrospect.exception.IntrospectionError` with one of the
+codes declared for the Glance front ends.
+"""
+
+import contextlib
+import sys
+
+from glanceclient import client as glanceclient
+from glanceclient import exc as glance_exc
+from keystoneauth1 import exceptions as ks_exc
+import openstack.config
+from openstack import exceptions as sdk_exc
+from oslo_log import log as logging
+import requests
+
+from qimgintrospect import api
+from qimgintrospect import exception
+from qimgintrospect import normalise
+from qimgintrospect import workspace
+
+LOG = logging.getLogger(__name__)
+
+
+def add_auth_arguments(parser, argv=None):
+    """Add openstack.config's ``--os-*`` options to an argparse *parser*.
+
+    :param argv: the command line, which decides the auth plugin whose
+        options are added (``--os-auth-type``); default ``sys.argv``.
+    :returns: the set of argument names added, for :func:`from_arguments`.
+    """
+    before = {action.dest for action in parser._actions}
+    openstack.config.OpenStackConfig().register_argparse_arguments(
+        parser, sys.argv[1:] if argv is None else argv)
+    return {action.dest for action in parser._actions} - before
+
+
+def from_arguments(parsed_args, names):
+    """A Glance v2 client from the options :func:`add_auth_arguments` added.
+
+    :raises UsageError: glance-auth-failed (no cloud, bad clouds.yaml, no
+        credentials).
+    """
+    auth_args = type(parsed_args)(**{
+        name: getattr(parsed_args, name) for name in names
+        if hasattr(parsed_args, name)})
+    with _translated('connecting to Glance'):
+        try:
+            cloud = openstack.config.OpenStackConfig().get_one(
+                argparse=auth_args)
+        except sdk_exc.ConfigException as err:
+            raise exception.UsageError(
+                exception.GLANCE_AUTH, 'cloud configuration: %s' % err)
+        return glanceclient.Client(
+            '2', session=cloud.get_session(),
+            service_type='image',
+            interface=cloud.get_interface('image'),
+            region_name=cloud.get_region_name('image'),
+            endpoint_override=cloud.get_endpoint('image'))
+
+
+def get_image(client, image_id):
+    """Return the image as Glance shows it (a dict-like).
+
+    :raises UsageError: image-not-found, glance-auth-failed.
+    :raises InspectionFailed: glance-unreachable.
+    """
+    with _translated('reading image %s' % image_id):
+        try:
+            return client.images.get(image_id)
+        except glance_exc.HTTPNotFound:
+            raise exception.UsageError(
+                exception.IMAGE_NOT_FOUND,
+                'no image %s in this Glance (or not visible to these '
+                'credentials)' % image_id)
+
+
+def list_images(client, filters, page_size):
+    """Yield every image that matches *filters*, oldest first, page by page.
+
+    :raises: as :func:`get_image`.
+    """
+    with _translated('listing images'):
+        yield from client.images.list(
+            filters=filters, page_size=page_size,
+            sort_key='created_at', sort_dir='asc')
+
+
+def update_image(client, image_id, to_set, to_remove):
+    """Set the properties *to_set* and remove *to_remove* on one image.
+
+    :raises InspectionFailed: glance-update-failed, glance-unreachable.
+    """
+    with _translated('updating image %s' % image_id):
+        try:
+            client.images.update(image_id, remove_props=to_remove or None,
+                                 **to_set)
+        except (glance_exc.HTTPForbidden, glance_exc.HTTPConflict,
+                glance_exc.HTTPBadRequest, glance_exc.HTTPNotFound) as err:
+            raise exception.InspectionFailed(
+                exception.GLANCE_UPDATE_FAILED,
+                'Glance refused to update image %s: %s'
+                % (image_id, _detail(err)))
+
+
+def check_inspectable(image):
+    """Refuse, before any download, an image the core cannot inspect.
+
+    :raises UsageError: image-has-no-data (not active), not-a-disk-image
+        (container not ``bare``, or a disk format such as ``ami``).
+    """
+    if image.get('status') != 'active' or not image.get('size'):
+        raise exception.UsageError(
+            exception.IMAGE_HAS_NO_DATA,
+            'image %s is %s: it has no data to inspect'
+            % (image['id'], image.get('status')))
+    if image.get('container_format') not in (None, 'bare') or (
+            image.get('disk_format') not in normalise.QEMU_DRIVERS):
+        raise exception.UsageError(
+            exception.IMAGE_NOT_DISK,
+            'image %s: %s/%s data is not a disk image this tool inspects'
+            % (image['id'], image.get('container_format'),
+               image.get('disk_format')))
+
+
+def inspect_image(client, image, conf, stop=None):
+    """Download *image* into the workspace and inspect it with the core.
+
+    The download and the core's private copy share one slot of the
+    workspace (so ``max_workers`` images at most are on disk at once, each
+    within the quota), and the slot is emptied however this returns.
+
+    :param image: the image as Glance shows it (needs ``id``, ``size``,
+        ``status``, ``disk_format``).
+    :param stop: a :class:`threading.Event`; when it is set the download
+        stops at the next chunk with download-failed.
+    :returns: :class:`qimgintrospect.normalise.Result`.
+    :raises IntrospectionError: image-has-no-data, not-a-disk-image,
+        download-failed, glance-unreachable, or whatever the core raises.
+    """
+    check_inspectable(image)
+    with workspace.Workspace.from_conf(conf).slot() as slot:
+        copy = slot.receive(_download(client, image, stop), image['size'])
+        if copy.size != image['size']:
+            raise exception.InspectionFailed(
+                exception.DOWNLOAD_FAILED,
+                'image %s: Glance sent %d bytes of %d'
+                % (image['id'], copy.size, image['size']))
+        with slot.lend():
+            return api.inspect(copy.path, image.get('disk_format'), conf)
+
+
+def _download(client, image, stop):
+    """Yield the image's data, checksum verified, errors translated."""
+    image_id = image['id']
+    with _translated('downloading image %s' % image_id):
+        body = client.images.data(image_id)
+    if body is None:
+        raise exception.UsageError(
+            exception.IMAGE_HAS_NO_DATA, 'image %s has no data' % image_id)
+    try:
+        for chunk in body:
+            if stop is not None and stop.is_set():
+                raise exception.InspectionFailed(
+                    exception.DOWNLOAD_FAILED,
+                    'download of image %s stopped' % image_id)
+            yield chunk
+    # python-glanceclient raises IOError when the checksum differs; the
+    # others are a connection that broke in the middle of the body.
+    except (OSError, requests.RequestException,
+            ks_exc.ClientException) as err:
+        raise exception.InspectionFailed(
+            exception.DOWNLOAD_FAILED,
+            'download of image %s failed: %s' % (image_id, err))
+
+
+@contextlib.contextmanager
+def _translated(doing):
+    try:
+        yield
+    except exception.IntrospectionError:
+        raise
+    except (glance_exc.HTTPUnauthorized, ks_exc.Unauthorized,
+            ks_exc.MissingAuthPlugin, ks_exc.AuthorizationFailure,
+            ks_exc.OptionError) as err:
+        raise exception.UsageError(
+            exception.GLANCE_AUTH,
+            '%s: credentials refused or missing: %s' % (doing, _detail(err)))
+    except glance_exc.HTTPNotFound as err:
+        raise exception.UsageError(
+            exception.IMAGE_NOT_FOUND, '%s: %s' % (doing, _detail(err)))
+    except glance_exc.HTTPBadRequest as err:
+        raise exception.UsageError(
+            exception.GLANCE_BAD_REQUEST, '%s: %s' % (doing, _detail(err)))
+    except glance_exc.HTTPForbidden as err:
+        raise exception.UsageError(
+            exception.GLANCE_AUTH,
+            '%s: forbidden to these credentials: %s' % (doing, _detail(err)))
+    except (glance_exc.CommunicationError, glance_exc.HTTPException,
+            ks_exc.ClientException, requests.RequestException) as err:
+        raise exception.InspectionFailed(
+            exception.GLANCE_UNREACHABLE,
+            '%s: %s' % (doing, _detail(err)))
+
+
+def _detail(err):
+    return (getattr(err, 'details', None) or str(err)).strip()
