@@ -1,11 +1,11 @@
 #!/bin/bash
 # The whole test suite, from a fresh Debian 12 machine, as root:
-# installs what it needs (tools/bootstrap.sh), then runs tox's pep8 and
+# installs what it needs (tools/bootstrap.sh), then runs tox's pep8, docs and
 # py3 environments (unit and functional tests: real qemu-img, a real
 # libguestfs appliance, a real glance-api on 127.0.0.1).
 #
-#   tools/run-tests.sh [TOX ENVS]      default: pep8,py3
+#   tools/run-tests.sh [TOX ENVS]      default: pep8,py3,docs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/bootstrap.sh test guestfs
-exec .venv/bin/tox -e "${1:-pep8,py3}"
+exec .venv/bin/tox -e "${1:-pep8,py3,docs}"

@@ -30,13 +30,16 @@ import pbr.version
 from qimgintrospect import exception
 from qimgintrospect import opts
 
+# Plain text for --help that is also valid reStructuredText for the
+# generated CLI reference.
 EXIT_CODES_HELP = """\
 exit codes:
-  0  inspected
-  2  usage error (bad arguments, missing file, unknown format name)
-  3  image refused as unsafe or not what it claims
-  4  inspection failed (tool error, limit hit, corrupt or truncated image,
-     workspace full)
+
+* 0: inspected
+* 2: usage error (bad arguments, missing file, unknown format name)
+* 3: image refused as unsafe or not what it claims
+* 4: inspection failed (tool error, limit hit, corrupt or truncated image,
+  workspace full)
 """
 
 
