@@ -36,12 +36,10 @@ import tracemalloc
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from oslo_config import cfg  # noqa: E402
-
 from qimgintrospect import api  # noqa: E402
-from qimgintrospect import opts  # noqa: E402
 from qimgintrospect import source  # noqa: E402
 from qimgintrospect import workspace  # noqa: E402
+from tests import config  # noqa: E402
 from tests import imagebuilder  # noqa: E402
 
 MiB = 1024 * 1024
@@ -91,16 +89,6 @@ def build_images(directory):
          imagebuilder.create(directory, 'sparse.vhdx', 'vhdx', 8 * GiB)),
     ]
     return images
-
-
-def make_conf(directory):
-    conf = cfg.ConfigOpts()
-    opts.register_opts(conf)
-    conf([], project='qimgintrospect', default_config_files=[])
-    conf.set_override('directory', os.path.join(directory, 'workspace'),
-                      opts.WORKSPACE_GROUP)
-    conf.set_override('min_free_mb', 0, opts.WORKSPACE_GROUP)
-    return conf
 
 
 def cli_command():
@@ -163,12 +151,12 @@ def main():
     args = parser.parse_args()
     directory = args.keep or tempfile.mkdtemp(prefix='qimg-bench-')
     try:
-        conf = make_conf(directory)
+        # Format inspection only: guest detection is in guest_batch.py.
+        workspace_dir = os.path.join(directory, 'workspace')
+        conf = config.make_conf(workspace_dir)
         config_file = os.path.join(directory, 'bench.conf')
-        with open(config_file, 'w') as f:
-            f.write('[%s]\ndirectory = %s\nmin_free_mb = 0\n'
-                    % (opts.WORKSPACE_GROUP,
-                       os.path.join(directory, 'workspace')))
+        config.write_config_file(config_file,
+                                 config.overrides(workspace_dir))
         print('qemu-img: %s' % subprocess.run(
             ['qemu-img', '--version'], capture_output=True,
             text=True).stdout.splitlines()[0])

@@ -23,18 +23,29 @@ Read :func:`inspect` top to bottom to see where every property comes from:
    on the copy, the only file any tool ever sees;
 4. :mod:`~qimgintrospect.inspectors.qemu_img` runs qemu-img on the copy,
    format forced, under CPU, memory and time caps;
-5. :mod:`~qimgintrospect.normalise` merges the findings into Glance's
+5. when ``[introspection_guest] enabled``,
+   :mod:`~qimgintrospect.inspectors.guest` looks at the guest OS on the
+   copy in a libguestfs appliance (read-only, format forced, no network);
+6. :mod:`~qimgintrospect.normalise` merges the findings into Glance's
    vocabulary.
+
+:func:`inspect_many` does the same for many images, and lets images of
+one owner share an appliance: that is the slow step (tens of seconds
+under emulation), and the copies of a group stay in one workspace slot
+until their appliance is done.
 
 The front ends (CLI, Glance plugin, audit) call only this module.
 """
 
 import collections
+from concurrent import futures
+import contextlib
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from qimgintrospect import exception
+from qimgintrospect.inspectors import guest
 from qimgintrospect.inspectors import header as header_inspector
 from qimgintrospect.inspectors import qemu_img
 from qimgintrospect import normalise
@@ -63,16 +74,10 @@ def inspect(path, disk_format=None, conf=None):
         workspace holds nothing of this call once it returns or raises.
     """
     conf = conf or CONF
-    try:
-        return _inspect(path, normalise.glance_disk_format(disk_format), conf)
-    except exception.IntrospectionError as err:
-        LOG.info('%s: %s (%s)', path, err.message, err.code)
-        raise
-    except Exception as err:
-        LOG.exception('unexpected error inspecting %s', path)
-        raise exception.InspectionFailed(
-            exception.INTERNAL_ERROR,
-            'unexpected error: %s: %s' % (type(err).__name__, err))
+    outcome = _outcome(path, _inspect, path, disk_format, conf)
+    if isinstance(outcome, exception.IntrospectionError):
+        raise outcome
+    return outcome
 
 
 #: One image of a batch: its path, declared Glance disk format (or None)
@@ -85,27 +90,169 @@ ImageRequest.__new__.__defaults__ = (None, None)
 def inspect_many(requests, conf=None):
     """Inspect several images; one broken image fails alone.
 
+    Images of one ``owner`` are inspected in groups of up to
+    ``[introspection_guest] drives_per_appliance`` that share one guest
+    appliance (when guest detection is enabled). Images of different
+    owners never share an appliance, nor do images without an owner. Up
+    to ``max_workers`` groups are inspected at once.
+
     :param requests: iterable of :class:`ImageRequest`.
     :returns: a list, in the order of *requests*, holding for each image
         either its :class:`~qimgintrospect.normalise.Result` or the
         :class:`~qimgintrospect.exception.IntrospectionError` it raised.
     """
-    results = []
-    for request in requests:
-        try:
-            results.append(inspect(request.path, request.disk_format, conf))
-        except exception.IntrospectionError as err:
-            results.append(err)
+    conf = conf or CONF
+    requests = list(requests)
+    groups = _groups(requests, conf)
+    results = [None] * len(requests)
+    if not groups:
+        return results
+    workers = min(len(groups), conf[opts.WORKSPACE_GROUP].max_workers)
+    with futures.ThreadPoolExecutor(workers) as pool:
+        jobs = [pool.submit(_inspect_group, [requests[i] for i in group],
+                            conf) for group in groups]
+        for group, job in zip(groups, jobs):
+            for index, outcome in zip(group, job.result()):
+                results[index] = outcome
     return results
 
 
-def _inspect(path, declared_format, conf):
-    with source.open_image(path) as image:
-        header = header_inspector.inspect(image.fd, image.size,
-                                          declared_format, conf)
+def _inspect(path, disk_format, conf):
+    # The header is checked before a slot is taken: a refused image never
+    # waits for one, nor touches the workspace.
+    with _checked_source(path, disk_format, conf) as (image, header):
         with workspace.Workspace.from_conf(conf).slot() as slot:
-            copy = slot.private_copy(image)
-            header_inspector.confirm_copy(copy.path, header)
-            qemu_findings = qemu_img.inspect(copy.path, header.format, conf)
+            prepared = _copy_and_measure(path, image, header, slot, 'image',
+                                         conf)
+            guest_findings, = _guest_stage([prepared], slot, conf)
+    return _finish(prepared, guest_findings)
+
+
+def _groups(requests, conf):
+    """Split request indexes into the groups that may share an appliance.
+
+    A group holds images of one owner only, at most drives_per_appliance
+    of them (one when guest detection is off: nothing is shared then), in
+    groups of even size so that parallel appliances finish together.
+    """
+    guest_conf = conf[opts.GUEST_GROUP]
+    size = guest_conf.drives_per_appliance if guest_conf.enabled else 1
+    groups = []
+    by_owner = {}
+    for index, request in enumerate(requests):
+        if request.owner is None:
+            groups.append([index])
+        else:
+            by_owner.setdefault(request.owner, []).append(index)
+    for indexes in by_owner.values():
+        count = -(-len(indexes) // size)
+        bounds = [len(indexes) * i // count for i in range(count + 1)]
+        groups += [indexes[bounds[i]:bounds[i + 1]] for i in range(count)]
+    return groups
+
+
+def _inspect_group(batch, conf):
+    """Inspect one group of requests; return an outcome per request.
+
+    Each image gets its own header check, copy and qemu-img run; the
+    copies stay in one workspace slot until their shared guest appliance
+    is done.
+    """
+    def run():
+        with workspace.Workspace.from_conf(conf).slot() as slot:
+            outcomes = [
+                _outcome(request.path, _prepare, request, slot,
+                         'image-%d' % n, conf)
+                for n, request in enumerate(batch)]
+            ready = [n for n, outcome in enumerate(outcomes)
+                     if isinstance(outcome, _Prepared)]
+            found = _guest_stage([outcomes[n] for n in ready], slot, conf)
+        for n, guest_findings in zip(ready, found):
+            outcomes[n] = _outcome(batch[n].path, _finish, outcomes[n],
+                                   guest_findings)
+        return outcomes
+
+    group_outcome = _outcome(', '.join(r.path for r in batch), run)
+    if isinstance(group_outcome, exception.IntrospectionError):
+        # The slot itself could not be had (workspace busy or unusable).
+        return [group_outcome] * len(batch)
+    return group_outcome
+
+
+#: An image that passed the header check and qemu-img, with its findings
+#: and the path of its workspace copy.
+_Prepared = collections.namedtuple(
+    '_Prepared', ['path', 'header', 'qemu_findings', 'copy_path'])
+
+
+def _prepare(request, slot, name, conf):
+    with _checked_source(request.path, request.disk_format, conf) as (
+            image, header):
+        return _copy_and_measure(request.path, image, header, slot, name,
+                                 conf)
+
+
+@contextlib.contextmanager
+def _checked_source(path, disk_format, conf):
+    """Open *path* and check its header; yield (source image, header)."""
+    declared_format = normalise.glance_disk_format(disk_format)
+    with source.open_image(path) as image:
+        yield image, header_inspector.inspect(image.fd, image.size,
+                                              declared_format, conf)
+
+
+def _copy_and_measure(path, image, header, slot, name, conf):
+    copy = slot.private_copy(image, name)
+    header_inspector.confirm_copy(copy.path, header)
+    qemu_findings = qemu_img.inspect(copy.path, header.format, conf)
+    return _Prepared(path, header, qemu_findings, copy.path)
+
+
+def _guest_stage(prepared, slot, conf):
+    """Guest findings for each prepared image: a dict, or its error.
+
+    When libguestfs is unusable the OS properties are skipped with a
+    warning, unless fail_if_unavailable makes that the image's error.
+    """
+    guest_conf = conf[opts.GUEST_GROUP]
+    if not guest_conf.enabled or not prepared:
+        return [{}] * len(prepared)
+    images = [guest.GuestImage(p.copy_path, p.header.format, p.path)
+              for p in prepared]
+    found = guest.inspect_images(images, conf, slot.directory)
+    return [_unavailable_as_warning(f, guest_conf) for f in found]
+
+
+def _unavailable_as_warning(found, guest_conf):
+    if (isinstance(found, exception.IntrospectionError)
+            and found.code == exception.GUEST_UNAVAILABLE
+            and not guest_conf.fail_if_unavailable):
+        return {'warnings': ['guest OS properties not set: %s (%s)'
+                             % (found.message, found.code)]}
+    return found
+
+
+def _finish(prepared, guest_findings):
+    if isinstance(guest_findings, exception.IntrospectionError):
+        raise guest_findings
+    header = prepared.header
     return normalise.merge(dict(header.findings, warnings=header.warnings),
-                           qemu_findings)
+                           prepared.qemu_findings, guest_findings)
+
+
+def _outcome(path, func, *args):
+    """Return ``func(*args)``, or the IntrospectionError it raised.
+
+    Any other exception is a bug: it is logged with its traceback and
+    becomes internal-error.
+    """
+    try:
+        return func(*args)
+    except exception.IntrospectionError as err:
+        LOG.info('%s: %s (%s)', path, err.message, err.code)
+        return err
+    except Exception as err:
+        LOG.exception('unexpected error inspecting %s', path)
+        return exception.InspectionFailed(
+            exception.INTERNAL_ERROR,
+            'unexpected error: %s: %s' % (type(err).__name__, err))

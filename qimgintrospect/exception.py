@@ -106,6 +106,10 @@ FORMAT_NOT_ALLOWED = _declare(
 FORMAT_CHECK_FAILED = _declare(
     ImageRefused, 'format-check-failed',
     'A safety check of the format inspector failed (the message names it).')
+IMAGE_CHANGED = _declare(
+    ImageRefused, 'image-changed-during-copy',
+    'The file changed while it was copied into the workspace, so the copy '
+    'is not what passed the header checks.')
 VIRTUAL_SIZE_TOO_LARGE = _declare(
     ImageRefused, 'virtual-size-too-large',
     'The virtual size is above [introspection_formats] max_virtual_size_gb.')
@@ -113,7 +117,8 @@ VIRTUAL_SIZE_TOO_LARGE = _declare(
 # Refusals: the image reaches outside itself.
 BACKING_FILE = _declare(
     ImageRefused, 'backing-file',
-    'The qcow2 header names a backing file.')
+    'The header names a backing (parent) file: a qcow2 backing file, a '
+    'VMDK parentFileNameHint or a differencing VHD.')
 DATA_FILE = _declare(
     ImageRefused, 'data-file',
     'The qcow2 image keeps its data in an external data file.')
@@ -193,6 +198,54 @@ READ_ERROR = _declare(
     InspectionFailed, 'read-error',
     'The image could not be read (I/O error or permission denied).')
 
+# Glance front ends (``glance``, ``audit``, the import plugin).
+GLANCE_AUTH = _declare(
+    UsageError, 'glance-auth-failed',
+    'No usable credentials for Glance, or Glance refused them.')
+IMAGE_NOT_FOUND = _declare(
+    UsageError, 'image-not-found',
+    'No Glance image has this id (or it is not visible to these '
+    'credentials).')
+GLANCE_BAD_REQUEST = _declare(
+    UsageError, 'glance-bad-request',
+    'Glance rejected a request as malformed (a filter value, for example).')
+IMAGE_HAS_NO_DATA = _declare(
+    UsageError, 'image-has-no-data',
+    'The Glance image is not active, so it has no data to inspect.')
+IMAGE_NOT_DISK = _declare(
+    UsageError, 'not-a-disk-image',
+    'The Glance image\'s container or disk format is not one this tool '
+    'inspects (ami, aki, ari, ova, docker, ...).')
+STATE_FILE_UNUSABLE = _declare(
+    UsageError, 'state-file-unusable',
+    'The audit state file cannot be created, opened or read.')
+GLANCE_UNREACHABLE = _declare(
+    InspectionFailed, 'glance-unreachable',
+    'The Glance API could not be reached or answered with a server error.')
+DOWNLOAD_FAILED = _declare(
+    InspectionFailed, 'download-failed',
+    'The image data could not be downloaded whole, or failed its checksum.')
+GLANCE_UPDATE_FAILED = _declare(
+    InspectionFailed, 'glance-update-failed',
+    'Glance refused to store the properties (forbidden or conflicting).')
+
+# Failures: guest OS detection (libguestfs, inspectors/guest.py).
+GUEST_UNAVAILABLE = _declare(
+    InspectionFailed, 'guest-unavailable',
+    'Guest OS detection is enabled but libguestfs is not installed or its '
+    'appliance cannot start on this host (an appliance without any image '
+    'fails too). A warning unless [introspection_guest] '
+    'fail_if_unavailable is set.')
+GUEST_TIMEOUT = _declare(
+    InspectionFailed, 'guest-timeout',
+    'The libguestfs appliance inspecting this image ran past '
+    '[introspection_guest] launch_timeout or inspect_timeout and was '
+    'killed.')
+GUEST_APPLIANCE_FAILED = _declare(
+    InspectionFailed, 'guest-appliance-failed',
+    'The libguestfs appliance died or failed to start with this image '
+    'attached, while one without it starts.')
+
 
 class QemuImgNotFound(InspectionFailed):
     def __init__(self, message):
@@ -212,6 +265,18 @@ class QemuImgLimitExceeded(InspectionFailed):
 class QemuImgFailed(InspectionFailed):
     def __init__(self, message):
         super().__init__(QEMU_IMG_FAILED, message)
+
+
+class QemuImgFoundImageBroken(QemuImgFailed):
+    """qemu-img failed and its message says the image is cut or corrupt.
+
+    Still a :class:`QemuImgFailed` (whoever catches that still does), but
+    its code is image-truncated or image-corrupt: the image is to blame,
+    not the tool.
+    """
+
+    def __init__(self, code, message):
+        InspectionFailed.__init__(self, code, message)
 
 
 class QemuImgBadOutput(InspectionFailed):

@@ -33,6 +33,9 @@ GLANCE_DISK_FORMATS = ('raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi', 'iso',
 QEMU_IMG_GROUP = 'introspection_qemu_img'
 WORKSPACE_GROUP = 'introspection_workspace'
 FORMATS_GROUP = 'introspection_formats'
+IMPORT_GROUP = 'introspection_import'
+AUDIT_GROUP = 'introspection_audit'
+GUEST_GROUP = 'introspection_guest'
 
 qemu_img_opts = [
     cfg.StrOpt('qemu_img_path',
@@ -137,12 +140,139 @@ formats_opts = [
                     'before qemu-img opens the image.'),
 ]
 
+# The Glance image-import plugin reads these from glance-api.conf.
+import_opts = [
+    cfg.StrOpt('on_refusal',
+               default='fail',
+               choices=[('fail', 'the import fails; the reason is the '
+                                 'import task\'s message'),
+                        ('warn', 'the image is imported and the reason is '
+                                 'recorded in warning_property')],
+               help='What the import plugin does with an image the core '
+                    'refuses as unsafe or not what it claims (exit code 3: '
+                    'backing file, format mismatch, ...). "fail" is the '
+                    'default because an image refused here is one Nova '
+                    'should never boot.'),
+    cfg.StrOpt('on_failure',
+               default='fail',
+               choices=[('fail', 'the import fails; the reason is the '
+                                 'import task\'s message'),
+                        ('warn', 'the image is imported and the reason is '
+                                 'recorded in warning_property')],
+               help='What the import plugin does when an image could not be '
+                    'inspected (exit code 4: corrupt or truncated image, '
+                    'qemu-img limit hit, workspace full or busy). "fail" by '
+                    'default: a qemu-img that hits its CPU or memory cap is '
+                    'as likely a hostile image as a broken one.'),
+    cfg.StrOpt('warning_property',
+               default='qimgintrospect_warning',
+               help='Image property that records, as "CODE: message", why '
+                    'an image imported under a "warn" policy was not '
+                    'inspected. Not in the os_glance namespace, which '
+                    'Glance reserves.'),
+    cfg.BoolOpt('overwrite_uploader_properties',
+                default=False,
+                help='Whether a property found in the image replaces a '
+                     'different value the uploader set. Either way the '
+                     'conflict is logged; by default the uploader\'s value '
+                     'is kept, as the uploader may know better (a VMDK whose '
+                     'descriptor names the wrong adapter).'),
+    cfg.BoolOpt('guest_inspection',
+                default=False,
+                help='Whether the import plugin runs the optional guest OS '
+                     'inspection ([introspection_guest]) when that is '
+                     'enabled. Off by default for the plugin alone: it boots '
+                     'an appliance per image, which takes tens of seconds '
+                     'inside Glance\'s import workers; the audit can add '
+                     'those properties later.'),
+]
+
+# `qimg-introspect audit` reads these from qimgintrospect.conf.
+audit_opts = [
+    cfg.StrOpt('state_file',
+               default='/var/lib/qimgintrospect/audit.sqlite',
+               help='SQLite file where the audit records, per image id and '
+                    'checksum, what the image said. A later run inspects '
+                    'only images that are new or whose data changed, and '
+                    'an interrupted run continues where it stopped.'),
+    cfg.IntOpt('page_size',
+               default=100,
+               min=1,
+               max=1000,
+               help='Images asked of Glance per page while walking the '
+                    'catalogue.'),
+]
+
+
+# Guest OS detection with libguestfs (qimgintrospect.inspectors.guest).
+guest_opts = [
+    cfg.BoolOpt('enabled',
+                default=True,
+                help='Whether to look inside images with a libguestfs '
+                     'appliance and set os_type, os_distro, os_version, '
+                     'architecture, hw_firmware_type, os_admin_user, '
+                     'hw_qemu_guest_agent (and vmware_ostype for VMDK). '
+                     'It needs the libguestfs-tools and python3-guestfs '
+                     'packages (without them the OS properties are skipped '
+                     'with a warning, see fail_if_unavailable) and boots a '
+                     'small VM for every batch of images (seconds with KVM, '
+                     '20-30 s under software emulation).'),
+    cfg.BoolOpt('fail_if_unavailable',
+                default=False,
+                help='When guest detection is enabled but libguestfs is not '
+                     'installed or its appliance cannot start on this host, '
+                     'fail the inspection with guest-unavailable instead of '
+                     'returning the format properties with a warning.'),
+    cfg.IntOpt('launch_timeout',
+               default=180,
+               min=1,
+               help='Seconds the appliance may take to boot. Past it, its '
+                    'qemu is killed and the images get guest-timeout (or '
+                    'guest-unavailable when an appliance without any image '
+                    'cannot boot either).'),
+    cfg.IntOpt('inspect_timeout',
+               default=120,
+               min=1,
+               help='Seconds the inspection of one drive may take once the '
+                    'appliance is up; an appliance with N drives gets N '
+                    'times this. Past it, its qemu is killed: the image '
+                    'inspected alone gets guest-timeout.'),
+    cfg.IntOpt('memory_mb',
+               default=1024,
+               min=256,
+               help='Memory of the appliance VM, in MiB.'),
+    cfg.IntOpt('drives_per_appliance',
+               default=4,
+               min=1,
+               max=25,
+               help='Most images of one owner inspected in one appliance '
+                    'launch by inspect_many() (the audit, batches of '
+                    'imports). Images of different owners never share an '
+                    'appliance. Up to max_workers appliances run at once, '
+                    'so on a host without KVM several small appliances '
+                    'finish sooner than one large one.'),
+    cfg.StrOpt('backend',
+               default='direct',
+               help='libguestfs backend. The timeouts are enforced by '
+                    'killing the appliance\'s qemu, which only the '
+                    '"direct" backend runs as a child of this process.'),
+    cfg.ListOpt('backend_settings',
+                default=[],
+                help='libguestfs backend settings, for example "force_tcg" '
+                     'on hosts where KVM is missing or broken. Empty: '
+                     'libguestfs\'s own default, which honours '
+                     'LIBGUESTFS_BACKEND_SETTINGS.'),
+]
+
 
 def register_opts(conf):
     """Register every option of the core on *conf*; safe to call twice."""
     conf.register_opts(qemu_img_opts, group=QEMU_IMG_GROUP)
     conf.register_opts(workspace_opts, group=WORKSPACE_GROUP)
     conf.register_opts(formats_opts, group=FORMATS_GROUP)
+    conf.register_opts(import_opts, group=IMPORT_GROUP)
+    conf.register_opts(audit_opts, group=AUDIT_GROUP)
+    conf.register_opts(guest_opts, group=GUEST_GROUP)
 
 
 def list_opts():
@@ -151,4 +281,7 @@ def list_opts():
         (QEMU_IMG_GROUP, qemu_img_opts),
         (WORKSPACE_GROUP, workspace_opts),
         (FORMATS_GROUP, formats_opts),
+        (IMPORT_GROUP, import_opts),
+        (AUDIT_GROUP, audit_opts),
+        (GUEST_GROUP, guest_opts),
     ]

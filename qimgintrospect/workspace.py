@@ -31,7 +31,11 @@ Guarantees:
   the quota or in the free space;
 * copies are reflinks where the filesystem can, else sparse copies that
   read and write only the allocated ranges (SEEK_DATA/SEEK_HOLE), cut at
-  the size the source had when it was opened.
+  the size the source had when it was opened;
+* a stream (a Glance download) is written into a slot with
+  :meth:`Slot.receive` under the same quota; :meth:`Slot.lend` lets the
+  core inspect it in that same slot, so one image never holds two of the
+  max_workers slots.
 """
 
 import collections
@@ -65,6 +69,8 @@ Copy = collections.namedtuple('Copy', ['path', 'size', 'bytes_copied',
 
 _swept = set()
 _swept_lock = threading.Lock()
+# Workspace directory -> the Slot this thread lends to nested slot() calls.
+_lent = threading.local()
 
 
 class Workspace(object):
@@ -94,8 +100,8 @@ class Workspace(object):
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             st = os.lstat(self.directory)
-            if not os.path.isdir(self._lock_dir):
-                os.mkdir(self._lock_dir, 0o700)
+            # exist_ok: the threads of an audit may all get here at once.
+            os.makedirs(self._lock_dir, 0o700, exist_ok=True)
         except OSError as err:
             raise exception.InspectionFailed(
                 exception.WORKSPACE_UNUSABLE,
@@ -134,8 +140,15 @@ class Workspace(object):
     def slot(self):
         """Hold one of the max_workers slots for the duration of the block.
 
+        A slot this thread lends with :meth:`Slot.lend` is yielded as it
+        is instead: not wiped, not released at the end of the block.
+
         :raises InspectionFailed: workspace-busy, workspace-unusable.
         """
+        lent = getattr(_lent, 'slots', {}).get(self.directory)
+        if lent is not None:
+            yield lent
+            return
         self.ensure()
         deadline = time.monotonic() + self.slot_wait_timeout
         while True:
@@ -223,6 +236,60 @@ class Slot(object):
             os.unlink(self._reservation)
         return existed
 
+    @contextlib.contextmanager
+    def lend(self):
+        """Make this thread's nested ``slot()`` calls use this slot.
+
+        For a front end that receives a download into this slot and then
+        calls the core, which takes a slot of its own: without this, one
+        image would hold two slots, and max_workers such images could wait
+        on each other until slot_wait_timeout.
+        """
+        slots = _lent.__dict__.setdefault('slots', {})
+        slots[self.workspace.directory] = self
+        try:
+            yield self
+        finally:
+            del slots[self.workspace.directory]
+
+    def receive(self, chunks, size, name='download'):
+        """Write the byte strings *chunks*, *size* bytes in all, as *name*.
+
+        *size* is reserved against the quota before the first byte is
+        written, as for :meth:`private_copy`; chunks of zeros become holes.
+
+        :returns: :class:`Copy` (method ``'stream'``).
+        :raises InspectionFailed: workspace-quota-exceeded (also when the
+            stream runs past *size*), workspace-no-space. Errors raised by
+            *chunks* itself pass through unchanged.
+        """
+        self._reserve(size, name)
+        dest = os.path.join(self.directory, name)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                     | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        offset = written = 0
+        try:
+            for chunk in chunks:
+                if offset + len(chunk) > size:
+                    raise exception.InspectionFailed(
+                        exception.WORKSPACE_QUOTA,
+                        '%s is longer than the %d bytes reserved for it'
+                        % (name, size))
+                if chunk.count(0) != len(chunk):
+                    written += _pwrite_all(fd, chunk, offset)
+                offset += len(chunk)
+            os.ftruncate(fd, offset)
+            return Copy(dest, offset, written, 'stream')
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise exception.InspectionFailed(
+                    exception.WORKSPACE_NO_SPACE,
+                    'workspace %s filled up while receiving %s'
+                    % (self.workspace.directory, name))
+            raise
+        finally:
+            os.close(fd)
+
     def private_copy(self, source, name='image'):
         """Copy the opened *source* into this slot as *name*.
 
@@ -280,6 +347,15 @@ class Slot(object):
                     mine = int(f.read() or 0)
             with open(self._reservation, 'w') as f:
                 f.write(str(mine + nbytes))
+
+
+def _pwrite_all(fd, data, offset):
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+    return len(data)
 
 
 def _reflink(src_fd, dst_fd):

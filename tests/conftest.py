@@ -4,7 +4,9 @@
   workspace in the test's own tmp directory;
 * ``image_dir``: a session-wide directory for images built once;
 * ``cli``: runs the real ``qimg-introspect`` console script with a config
-  file that points at the test's workspace, and decodes its JSON.
+  file that points at the test's workspace, and decodes its JSON;
+* ``glance_server``: one real glance-api for the session
+  (tests/functional/glance_server.py, registered below).
 """
 
 import json
@@ -13,32 +15,26 @@ import shutil
 import subprocess
 import sys
 
-from oslo_config import cfg
 import pytest
 
 from qimgintrospect import opts
+from tests import config
 
-
-def _workspace_overrides(tmp_path):
-    return {
-        opts.WORKSPACE_GROUP: {
-            'directory': str(tmp_path / 'workspace'),
-            'min_free_mb': 0,
-            'slot_wait_timeout': 5,
-        },
-    }
+pytest_plugins = ['tests.functional.glance_server']
 
 
 @pytest.fixture
 def conf(tmp_path):
     """A fresh ConfigOpts; the workspace is ``tmp_path/workspace``."""
-    conf = cfg.ConfigOpts()
-    opts.register_opts(conf)
-    conf([], project='qimgintrospect', default_config_files=[])
-    for group, values in _workspace_overrides(tmp_path).items():
-        for name, value in values.items():
-            conf.set_override(name, value, group)
-    return conf
+    return config.make_conf(tmp_path / 'workspace')
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A directory for the images of one test, apart from its config."""
+    path = tmp_path / 'images'
+    path.mkdir()
+    return path
 
 
 @pytest.fixture
@@ -67,7 +63,7 @@ class CLI(object):
     def __init__(self, tmp_path):
         self.tmp_path = tmp_path
         self.config_file = tmp_path / 'qimgintrospect.conf'
-        self.overrides = _workspace_overrides(tmp_path)
+        self.overrides = config.overrides(tmp_path / 'workspace')
         self.write_config()
 
     def set(self, group, name, value):
@@ -75,14 +71,7 @@ class CLI(object):
         self.write_config()
 
     def write_config(self):
-        lines = []
-        for group, values in self.overrides.items():
-            lines.append('[%s]' % group)
-            for name, value in values.items():
-                if isinstance(value, (list, tuple)):
-                    value = ','.join(value)
-                lines.append('%s = %s' % (name, value))
-        self.config_file.write_text('\n'.join(lines) + '\n')
+        config.write_config_file(self.config_file, self.overrides)
 
     @staticmethod
     def command():

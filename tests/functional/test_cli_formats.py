@@ -183,6 +183,6 @@ def test_error_without_json_goes_to_stderr(cli, tmp_path):
 def test_help_documents_exit_codes(cli):
     proc = cli.run('help', 'inspect')
     assert proc.returncode == 0
-    for line in ('0  inspected', '2  usage error', '3  image refused',
-                 '4  inspection failed'):
+    for line in ('0: inspected', '2: usage error', '3: image refused',
+                 '4: inspection failed'):
         assert line in proc.stdout

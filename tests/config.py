@@ -1,0 +1,48 @@
+"""The configuration tests, benchmarks and tools run with.
+
+One place that says what differs from the defaults when the code runs
+outside a service: a private workspace, no free-space reserve, and no
+guest appliance (20-30 s here) unless the caller asks for one.
+"""
+
+import os
+
+from oslo_config import cfg
+
+from qimgintrospect import opts
+
+
+def overrides(workspace_dir, guest=False):
+    """Option values by group for a run whose workspace is *workspace_dir*."""
+    return {
+        opts.WORKSPACE_GROUP: {
+            'directory': str(workspace_dir),
+            'min_free_mb': 0,
+            'slot_wait_timeout': 5,
+        },
+        opts.GUEST_GROUP: {'enabled': guest},
+    }
+
+
+def make_conf(workspace_dir, guest=False):
+    """A fresh ConfigOpts with :func:`overrides` applied."""
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    conf([], project='qimgintrospect', default_config_files=[])
+    for group, values in overrides(workspace_dir, guest).items():
+        for name, value in values.items():
+            conf.set_override(name, value, group)
+    return conf
+
+
+def write_config_file(path, values):
+    """Write option *values* ({group: {name: value}}) as an ini file."""
+    lines = []
+    for group, options in values.items():
+        lines.append('[%s]' % group)
+        for name, value in options.items():
+            if isinstance(value, (list, tuple)):
+                value = ','.join(value)
+            lines.append('%s = %s' % (name, value))
+    with open(os.fspath(path), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
