@@ -106,20 +106,15 @@ def test_timeout_kills_the_process(conf, qcow2, tmp_path):
     _assert_pid_gone(pid_file)
 
 
-def test_missing_qemu_img(conf, qcow2):
-    conf.set_override('qemu_img_path', '/nonexistent/qemu-img',
-                      opts.QEMU_IMG_GROUP)
+@pytest.mark.parametrize('option, missing', [
+    ('qemu_img_path', '/nonexistent/qemu-img'),
+    ('prlimit_path', '/nonexistent/prlimit'),
+])
+def test_missing_tool(conf, qcow2, option, missing):
+    conf.set_override(option, missing, opts.QEMU_IMG_GROUP)
     with pytest.raises(exception.QemuImgNotFound) as err:
         executor.qemu_img_info(qcow2, 'qcow2', conf)
-    assert '/nonexistent/qemu-img' in err.value.message
-
-
-def test_missing_prlimit(conf, qcow2):
-    conf.set_override('prlimit_path', '/nonexistent/prlimit',
-                      opts.QEMU_IMG_GROUP)
-    with pytest.raises(exception.QemuImgNotFound) as err:
-        executor.qemu_img_info(qcow2, 'qcow2', conf)
-    assert '/nonexistent/prlimit' in err.value.message
+    assert missing in err.value.message
 
 
 def test_non_zero_exit_of_real_qemu_img(conf, qcow2):
