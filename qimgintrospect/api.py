@@ -105,16 +105,32 @@ def inspect_many(requests, conf=None):
     requests = list(requests)
     groups = _groups(requests, conf)
     results = [None] * len(requests)
-    if not groups:
-        return results
     workers = min(len(groups), conf[opts.WORKSPACE_GROUP].max_workers)
-    with futures.ThreadPoolExecutor(workers) as pool:
-        jobs = [pool.submit(_inspect_group, [requests[i] for i in group],
-                            conf) for group in groups]
-        for group, job in zip(groups, jobs):
-            for index, outcome in zip(group, job.result()):
-                results[index] = outcome
+    if workers <= 1:
+        # In the calling thread, so that a slot it lends (a front end that
+        # downloaded the images into it) is the one the group uses.
+        outcomes = [_inspect_group([requests[i] for i in group], conf)
+                    for group in groups]
+    else:
+        with futures.ThreadPoolExecutor(workers) as pool:
+            outcomes = list(pool.map(
+                lambda group: _inspect_group([requests[i] for i in group],
+                                             conf), groups))
+    for group, group_outcomes in zip(groups, outcomes):
+        for index, outcome in zip(group, group_outcomes):
+            results[index] = outcome
     return results
+
+
+def batch_size(conf=None):
+    """How many images of one owner :func:`inspect_many` puts together.
+
+    A front end that gathers images for one call (the audit) gathers this
+    many of one owner: they then form one group, inspected in the calling
+    thread and, with guest detection on, in one appliance.
+    """
+    guest_conf = (conf or CONF)[opts.GUEST_GROUP]
+    return guest_conf.drives_per_appliance if guest_conf.enabled else 1
 
 
 def _inspect(path, disk_format, conf):
@@ -122,8 +138,7 @@ def _inspect(path, disk_format, conf):
     # waits for one, nor touches the workspace.
     with _checked_source(path, disk_format, conf) as (image, header):
         with workspace.Workspace.from_conf(conf).slot() as slot:
-            prepared = _copy_and_measure(path, image, header, slot, 'image',
-                                         conf)
+            prepared = _copy_and_measure(path, image, header, slot, conf)
             guest_findings, = _guest_stage([prepared], slot, conf)
     return _finish(prepared, guest_findings)
 
@@ -135,8 +150,7 @@ def _groups(requests, conf):
     of them (one when guest detection is off: nothing is shared then), in
     groups of even size so that parallel appliances finish together.
     """
-    guest_conf = conf[opts.GUEST_GROUP]
-    size = guest_conf.drives_per_appliance if guest_conf.enabled else 1
+    size = batch_size(conf)
     groups = []
     by_owner = {}
     for index, request in enumerate(requests):
@@ -161,9 +175,8 @@ def _inspect_group(batch, conf):
     def run():
         with workspace.Workspace.from_conf(conf).slot() as slot:
             outcomes = [
-                _outcome(request.path, _prepare, request, slot,
-                         'image-%d' % n, conf)
-                for n, request in enumerate(batch)]
+                _outcome(request.path, _prepare, request, slot, conf)
+                for request in batch]
             ready = [n for n, outcome in enumerate(outcomes)
                      if isinstance(outcome, _Prepared)]
             found = _guest_stage([outcomes[n] for n in ready], slot, conf)
@@ -185,11 +198,10 @@ _Prepared = collections.namedtuple(
     '_Prepared', ['path', 'header', 'qemu_findings', 'copy_path'])
 
 
-def _prepare(request, slot, name, conf):
+def _prepare(request, slot, conf):
     with _checked_source(request.path, request.disk_format, conf) as (
             image, header):
-        return _copy_and_measure(request.path, image, header, slot, name,
-                                 conf)
+        return _copy_and_measure(request.path, image, header, slot, conf)
 
 
 @contextlib.contextmanager
@@ -201,8 +213,8 @@ def _checked_source(path, disk_format, conf):
                                               declared_format, conf)
 
 
-def _copy_and_measure(path, image, header, slot, name, conf):
-    copy = slot.private_copy(image, name)
+def _copy_and_measure(path, image, header, slot, conf):
+    copy = slot.private_copy(image)
     header_inspector.confirm_copy(copy.path, header)
     qemu_findings = qemu_img.inspect(copy.path, header.format, conf)
     return _Prepared(path, header, qemu_findings, copy.path)

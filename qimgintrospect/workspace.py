@@ -42,6 +42,7 @@ import collections
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import shutil
 import stat
@@ -227,6 +228,13 @@ class Slot(object):
         self.index = index
         self.directory = os.path.join(workspace.directory, 'slot-%d' % index)
         self._reservation = self.directory + '.reserved'
+        # Files of one holder get distinct names, even when a lent slot is
+        # used by several calls in turn.
+        self._numbers = itertools.count()
+
+    def _new_path(self, prefix):
+        return os.path.join(self.directory,
+                            '%s-%d' % (prefix, next(self._numbers)))
 
     def wipe(self):
         """Remove this slot's copies and reservation; True if any existed."""
@@ -252,8 +260,8 @@ class Slot(object):
         finally:
             del slots[self.workspace.directory]
 
-    def receive(self, chunks, size, name='download'):
-        """Write the byte strings *chunks*, *size* bytes in all, as *name*.
+    def receive(self, chunks, size):
+        """Write the byte strings *chunks*, *size* bytes in all, to a file.
 
         *size* is reserved against the quota before the first byte is
         written, as for :meth:`private_copy`; chunks of zeros become holes.
@@ -263,8 +271,8 @@ class Slot(object):
             stream runs past *size*), workspace-no-space. Errors raised by
             *chunks* itself pass through unchanged.
         """
-        self._reserve(size, name)
-        dest = os.path.join(self.directory, name)
+        dest = self._new_path('download')
+        self._reserve(size, os.path.basename(dest))
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                      | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         offset = written = 0
@@ -273,8 +281,8 @@ class Slot(object):
                 if offset + len(chunk) > size:
                     raise exception.InspectionFailed(
                         exception.WORKSPACE_QUOTA,
-                        '%s is longer than the %d bytes reserved for it'
-                        % (name, size))
+                        'the download is longer than the %d bytes reserved '
+                        'for it' % size)
                 if chunk.count(0) != len(chunk):
                     written += _pwrite_all(fd, chunk, offset)
                 offset += len(chunk)
@@ -284,14 +292,14 @@ class Slot(object):
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise exception.InspectionFailed(
                     exception.WORKSPACE_NO_SPACE,
-                    'workspace %s filled up while receiving %s'
-                    % (self.workspace.directory, name))
+                    'workspace %s filled up while receiving a download'
+                    % self.workspace.directory)
             raise
         finally:
             os.close(fd)
 
-    def private_copy(self, source, name='image'):
-        """Copy the opened *source* into this slot as *name*.
+    def private_copy(self, source):
+        """Copy the opened *source* into a new file of this slot.
 
         :param source: a :class:`qimgintrospect.source.SourceImage`.
         :returns: :class:`Copy`.
@@ -299,7 +307,7 @@ class Slot(object):
             workspace-no-space, read-error.
         """
         self._reserve(source.allocated, source.path)
-        dest = os.path.join(self.directory, name)
+        dest = self._new_path('image')
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                      | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:

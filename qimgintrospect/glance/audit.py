@@ -13,8 +13,10 @@
 """The audit of a Glance catalogue, and what ``glance IMAGE_ID`` shares.
 
 :class:`Audit` walks the catalogue page by page, inspects up to
-``max_workers`` images at once (each downloaded into a workspace slot by
-:func:`~qimgintrospect.glance.client.inspect_image`), compares what each
+``max_workers`` batches at once (up to :func:`~qimgintrospect.api.batch_size`
+images of one owner, downloaded into one workspace slot and inspected
+together by :func:`~qimgintrospect.glance.client.inspect_images`: one
+guest appliance per batch), compares what each
 image says with what Glance has (:mod:`~qimgintrospect.glance.properties`)
 and, when asked, writes the difference back.
 
@@ -40,6 +42,7 @@ from concurrent import futures
 from oslo_log import log as logging
 import pbr.version
 
+from qimgintrospect import api
 from qimgintrospect import exception
 from qimgintrospect.glance import client as glance_client
 from qimgintrospect.glance import properties
@@ -334,6 +337,9 @@ class Audit(object):
         self.max_images = max_images
         self.progress = progress
         self.workers = conf[opts.WORKSPACE_GROUP].max_workers
+        # Images of one owner are gathered into batches that share a
+        # workspace slot and, with guest detection on, one appliance.
+        self.batch_size = api.batch_size(conf)
 
     def run(self, filters):
         """Walk the images that match *filters* and return a :class:`Report`.
@@ -345,17 +351,26 @@ class Audit(object):
         report = Report()
         stop = threading.Event()
         pending = {}
+        gathering = _Batches(self.batch_size)
         pool = _DaemonPool(self.workers)
+
+        def submit(batch):
+            pending[pool.submit(self._inspect, batch, stop)] = batch
+
         try:
             listing = glance_client.list_images(
                 self.client, filters,
                 self.conf[opts.AUDIT_GROUP].page_size)
             for image in listing:
-                self._walk_one(image, report, pool, pending, stop)
-                # Two images waiting per worker keep every worker busy
+                if self._needs_inspection(image, report, pending, gathering):
+                    for batch in gathering.add(image):
+                        submit(batch)
+                # Two batches waiting per worker keep every worker busy
                 # without holding the whole catalogue in memory.
                 while len(pending) >= 2 * self.workers:
                     self._collect(pending, report)
+            for batch in gathering.flush():
+                submit(batch)
             while pending:
                 self._collect(pending, report)
         except BaseException:
@@ -372,7 +387,12 @@ class Audit(object):
             pool.close()
         return report
 
-    def _walk_one(self, image, report, pool, pending, stop):
+    def _needs_inspection(self, image, report, pending, gathering):
+        """Count *image*; True when it is to be downloaded and inspected.
+
+        An image that is not inspectable, unchanged since it was recorded,
+        or past --max-images is finished (or deferred) here.
+        """
         report.counts.listed += 1
         if image.get('size'):
             report.sizes.append(image['size'])
@@ -380,7 +400,7 @@ class Audit(object):
             glance_client.check_inspectable(image)
         except exception.IntrospectionError as err:
             self._finish(image, err, report, unchanged=False)
-            return
+            return False
         checksum = checksum_of(image)
         # An image without a checksum (a location added by hand) cannot be
         # recognised next time: it is inspected on every run.
@@ -388,39 +408,42 @@ class Audit(object):
                     else None)
         if recorded is not None:
             self._finish(image, recorded, report, unchanged=True)
-            return
+            return False
+        queued = sum(len(batch) for batch in pending.values()) + len(
+            gathering)
         if (self.max_images is not None
-                and report.counts.inspected + len(pending)
-                >= self.max_images):
+                and report.counts.inspected + queued >= self.max_images):
             report.counts.deferred += 1
-            return
-        pending[pool.submit(self._inspect, image, stop)] = image
+            return False
+        return True
 
-    def _inspect(self, image, stop):
-        # Runs in a worker thread: it returns, never raises, so that one
-        # image's trouble stays that image's.
+    def _inspect(self, batch, stop):
+        # Runs in a worker thread: it returns an outcome per image, never
+        # raises, so that one image's trouble stays that image's.
         try:
-            return glance_client.inspect_image(self.client, image, self.conf,
-                                               stop)
+            return glance_client.inspect_images(self.client, batch,
+                                                self.conf, stop)
         except exception.IntrospectionError as err:
-            return err
+            return [err] * len(batch)
         except Exception as err:
-            LOG.exception('unexpected error auditing image %s', image['id'])
-            return exception.InspectionFailed(
+            LOG.exception('unexpected error auditing images %s',
+                          ', '.join(image['id'] for image in batch))
+            return [exception.InspectionFailed(
                 exception.INTERNAL_ERROR,
                 'unexpected error: %s: %s' % (type(err).__name__, err))
+            ] * len(batch)
 
     def _collect(self, pending, report):
         done, _ = futures.wait(list(pending),
                                return_when=futures.FIRST_COMPLETED)
         for future in done:
-            image = pending.pop(future)
-            outcome = future.result()
-            report.counts.inspected += 1
-            code = getattr(outcome, 'code', None)
-            if code not in TRANSIENT and checksum_of(image):
-                self.state.put(image['id'], checksum_of(image), outcome)
-            self._finish(image, outcome, report, unchanged=False)
+            batch = pending.pop(future)
+            for image, outcome in zip(batch, future.result()):
+                report.counts.inspected += 1
+                code = getattr(outcome, 'code', None)
+                if code not in TRANSIENT and checksum_of(image):
+                    self.state.put(image['id'], checksum_of(image), outcome)
+                self._finish(image, outcome, report, unchanged=False)
 
     def _finish(self, image, outcome, report, unchanged):
         if unchanged:
@@ -444,6 +467,39 @@ class Audit(object):
         report.rows.extend(rows)
         if self.progress is not None:
             self.progress(image, outcome, unchanged)
+
+
+class _Batches(object):
+    """Gathers images into batches of up to *size* images of one owner.
+
+    Images without an owner are batches of their own: they share nothing
+    with anybody.
+    """
+
+    def __init__(self, size):
+        self.size = size
+        self._by_owner = collections.OrderedDict()
+
+    def __len__(self):
+        return sum(len(images) for images in self._by_owner.values())
+
+    def add(self, image):
+        """Gather *image*; return the batches it completed (0 or 1)."""
+        owner = image.get('owner')
+        if owner is None or self.size <= 1:
+            return [[image]]
+        images = self._by_owner.setdefault(owner, [])
+        images.append(image)
+        if len(images) < self.size:
+            return []
+        del self._by_owner[owner]
+        return [images]
+
+    def flush(self):
+        """Return the batches still gathering, and forget them."""
+        batches = list(self._by_owner.values())
+        self._by_owner.clear()
+        return batches
 
 
 class _DaemonPool(object):

@@ -153,10 +153,6 @@ def check_inspectable(image):
 def inspect_image(client, image, conf, stop=None):
     """Download *image* into the workspace and inspect it with the core.
 
-    The download and the core's private copy share one slot of the
-    workspace (so ``max_workers`` images at most are on disk at once, each
-    within the quota), and the slot is emptied however this returns.
-
     :param image: the image as Glance shows it (needs ``id``, ``size``,
         ``status``, ``disk_format``).
     :param stop: a :class:`threading.Event`; when it is set the download
@@ -166,15 +162,52 @@ def inspect_image(client, image, conf, stop=None):
         download-failed, glance-unreachable, or whatever the core raises.
     """
     check_inspectable(image)
+    outcome, = inspect_images(client, [image], conf, stop)
+    if isinstance(outcome, exception.IntrospectionError):
+        raise outcome
+    return outcome
+
+
+def inspect_images(client, images, conf, stop=None):
+    """Download inspectable *images* of one owner and inspect them together.
+
+    The downloads and the core's private copies share one slot of the
+    workspace (so ``max_workers`` slots at most are on disk at once, each
+    within the quota), the slot is emptied however this returns, and the
+    core inspects the images with one :func:`api.inspect_many` call: one
+    guest appliance for up to :func:`api.batch_size` images of one owner.
+
+    :returns: for each image, its Result or the IntrospectionError that
+        stopped its download or inspection; one image fails alone.
+    :raises IntrospectionError: only what stops them all (no slot).
+    """
+    outcomes = [None] * len(images)
+    requests, indexes = [], []
     with workspace.Workspace.from_conf(conf).slot() as slot:
-        copy = slot.receive(_download(client, image, stop), image['size'])
-        if copy.size != image['size']:
-            raise exception.InspectionFailed(
-                exception.DOWNLOAD_FAILED,
-                'image %s: Glance sent %d bytes of %d'
-                % (image['id'], copy.size, image['size']))
+        for n, image in enumerate(images):
+            try:
+                copy = _receive(client, image, slot, stop)
+            except exception.IntrospectionError as err:
+                outcomes[n] = err
+                continue
+            requests.append(api.ImageRequest(
+                copy.path, image.get('disk_format'), image.get('owner')))
+            indexes.append(n)
         with slot.lend():
-            return api.inspect(copy.path, image.get('disk_format'), conf)
+            for n, outcome in zip(indexes, api.inspect_many(requests, conf)):
+                outcomes[n] = outcome
+    return outcomes
+
+
+def _receive(client, image, slot, stop):
+    """Stream *image* into *slot*; return the workspace Copy."""
+    copy = slot.receive(_download(client, image, stop), image['size'])
+    if copy.size != image['size']:
+        raise exception.InspectionFailed(
+            exception.DOWNLOAD_FAILED,
+            'image %s: Glance sent %d bytes of %d'
+            % (image['id'], copy.size, image['size']))
+    return copy
 
 
 def _download(client, image, stop):

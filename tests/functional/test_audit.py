@@ -323,3 +323,22 @@ def test_refusals_are_findings_and_a_new_configuration_rechecks_them(
     counts = _audit(cli, server, state)['summary']['images']
     assert counts['refused'] == 0
     assert counts['inspected'] == counts['listed']
+
+
+def test_images_of_one_owner_share_one_slot(cli, server, catalogue, admin,
+                                            tmp_path):
+    # Guest detection on makes the audit gather each tenant's four images
+    # into one batch: one workspace slot (max_workers = 1, and no time to
+    # wait for a second one) and one inspect_many call. The bogus backend
+    # makes the appliance unusable at once, so only the warning path runs.
+    cli.set('introspection_workspace', 'max_workers', 1)
+    cli.set('introspection_workspace', 'slot_wait_timeout', 0)
+    cli.set('introspection_guest', 'enabled', True)
+    cli.set('introspection_guest', 'backend', 'bogus')
+    cli.set('introspection_guest', 'drives_per_appliance', 4)
+    report = _audit(cli, server, tmp_path / 'state.db')
+
+    counts = report['summary']['images']
+    assert counts['listed'] == counts['inspected'] == _catalogue_size(admin)
+    assert counts['failed'] == counts['refused'] == 0
+    assert conftest.workspace_leftovers(cli.workspace) == []
