@@ -140,14 +140,18 @@ formats_opts = [
                     'before qemu-img opens the image.'),
 ]
 
+# What the import plugin may do with an image it did not inspect.
+_IMPORT_POLICIES = [
+    ('fail', 'the import fails; the reason is the import task\'s message'),
+    ('warn', 'the image is imported and the reason is recorded in '
+             'warning_property'),
+]
+
 # The Glance image-import plugin reads these from glance-api.conf.
 import_opts = [
     cfg.StrOpt('on_refusal',
                default='fail',
-               choices=[('fail', 'the import fails; the reason is the '
-                                 'import task\'s message'),
-                        ('warn', 'the image is imported and the reason is '
-                                 'recorded in warning_property')],
+               choices=_IMPORT_POLICIES,
                help='What the import plugin does with an image the core '
                     'refuses as unsafe or not what it claims (exit code 3: '
                     'backing file, format mismatch, ...). "fail" is the '
@@ -155,10 +159,7 @@ import_opts = [
                     'should never boot.'),
     cfg.StrOpt('on_failure',
                default='fail',
-               choices=[('fail', 'the import fails; the reason is the '
-                                 'import task\'s message'),
-                        ('warn', 'the image is imported and the reason is '
-                                 'recorded in warning_property')],
+               choices=_IMPORT_POLICIES,
                help='What the import plugin does when an image could not be '
                     'inspected (exit code 4: corrupt or truncated image, '
                     'qemu-img limit hit, workspace full or busy). "fail" by '
