@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -42,6 +43,13 @@ _PR_SET_PDEATHSIG = 1
 _START_POLLS = 1200
 _IMPORT_POLLS = 3000
 _POLL_INTERVAL = 0.1
+#: Imports made again when Glance lost them to a locked SQLite database.
+_IMPORT_ATTEMPTS = 3
+#: How long a task Glance logged as processing may stay pending before
+#: it counts as lost (its save failed).
+_LEFT_PENDING_POLLS = 200
+#: How much of the server's log an import that did not end reports.
+_LOG_TAIL = 4000
 
 
 def token(project_id, user_id=None, roles=ADMIN_ROLES):
@@ -166,6 +174,7 @@ class GlanceServer(object):
         self.config_dir = os.path.join(self.base_dir, 'etc')
         self.workspace = os.path.join(self.base_dir, 'workspace')
         self.log_file = os.path.join(self.base_dir, 'glance-api.log')
+        self.database = os.path.join(self.base_dir, 'data', 'glance.sqlite')
         self.plugin_options = plugin_options or {}
         self.port = None
         self.process = None
@@ -186,7 +195,7 @@ class GlanceServer(object):
                 'log_file': self.log_file,
                 'debug': 'false',
             },
-            'database': {'connection': 'sqlite:///%s/glance.sqlite' % data},
+            'database': {'connection': 'sqlite:///' + self.database},
             'glance_store': {'default_backend': 'fs'},
             'fs': {'filesystem_store_datadir': data + '/images'},
             'os_glance_staging_store': {
@@ -221,6 +230,7 @@ class GlanceServer(object):
         subprocess.run([_bin('glance-manage'), '--config-dir',
                         self.config_dir, 'db_sync'],
                        check=True, capture_output=True, timeout=300)
+        self._use_write_ahead_log()
         self.port = _free_port()
         ini = os.path.join(self.config_dir, 'uwsgi.ini')
         with open(ini, 'w') as f:
@@ -259,6 +269,16 @@ class GlanceServer(object):
         except Exception:
             self.stop()
             raise
+
+    def _use_write_ahead_log(self):
+        # Glance takes SQLite locks from its request threads and, during
+        # an import, from two threads of the task at once; in SQLite's
+        # default journal mode a reader blocks a writer and the loser
+        # fails at once with "database is locked". The write-ahead log
+        # (a setting stored in the database file) lets readers and one
+        # writer go on together.
+        with contextlib.closing(sqlite3.connect(self.database)) as db:
+            db.execute('PRAGMA journal_mode=WAL')
 
     def _wait_until_up(self):
         for _ in range(_START_POLLS):
@@ -306,6 +326,65 @@ class GlanceServer(object):
                 return f.read()
         return ''
 
+    def import_image(self, client, path, disk_format, **properties):
+        """Import *path* with glance-direct; return (image, task) once it ends.
+
+        The task may have ended either way: the caller checks its status.
+        An import that Glance lost or failed on its own SQLite database is
+        made again with a new image (see :meth:`_lost_to_the_database`).
+        """
+        for _ in range(_IMPORT_ATTEMPTS):
+            image, task = self._import_once(client, path, disk_format,
+                                            properties)
+            if not self._lost_to_the_database(task):
+                break
+        return image, task
+
+    def _import_once(self, client, path, disk_format, properties):
+        image = create_image(client, disk_format, **properties)
+        with open(path, 'rb') as f:
+            client.images.stage(image['id'], f)
+        client.images.image_import(image['id'], method='glance-direct')
+        left_pending = 0
+        for _ in range(_IMPORT_POLLS):
+            tasks = client.images.get_associated_image_tasks(
+                image['id'])['tasks']
+            ended = [t for t in tasks if t['status'] in ('success', 'failure')]
+            if ended:
+                return client.images.get(image['id']), ended[-1]
+            if any(map(self._left_pending, tasks)):
+                left_pending += 1
+                if left_pending == _LEFT_PENDING_POLLS:
+                    return client.images.get(image['id']), tasks[-1]
+            time.sleep(_POLL_INTERVAL)
+        states = [(t['id'], t['status']) for t in tasks]
+        raise RuntimeError(
+            'the import of %s did not end: its tasks are %s; the end of %s:'
+            '\n%s' % (image['id'], states, self.log_file,
+                      self.log_text()[-_LOG_TAIL:]))
+
+    def _left_pending(self, task):
+        # Glance logs the change to "processing" before it saves it; a task
+        # whose save failed stays "pending" and nothing runs it any more.
+        return task['status'] == 'pending' and (
+            'Task [%s] status changing from pending to processing'
+            % task['id']) in self.log_text()
+
+    def _lost_to_the_database(self, task):
+        """Whether Glance's SQLite storage, not the plugin, ended *task*.
+
+        Glance takes SQLite locks from several threads of one import; the
+        loser fails at once with "database is locked" (a database server
+        waits instead). Either the task then failed with only "Internal
+        Error" as its message and the reason in the log, or the failed
+        save was its start and it stays pending.
+        """
+        if task['status'] == 'pending':
+            return True
+        return task['status'] == 'failure' and (
+            'Failed to execute task %s: (sqlite3.OperationalError) '
+            'database is locked' % task['id']) in self.log_text()
+
 
 def create_image(client, disk_format, name='test', **properties):
     return client.images.create(name=name, disk_format=disk_format,
@@ -321,25 +400,6 @@ def upload_image(client, path, disk_format, **properties):
     with open(path, 'rb') as f:
         client.images.upload(image['id'], f)
     return client.images.get(image['id'])
-
-
-def import_image(client, path, disk_format, **properties):
-    """Import *path* with glance-direct; return (image, task) once it ends.
-
-    The task may have ended either way: the caller checks its status.
-    """
-    image = create_image(client, disk_format, **properties)
-    with open(path, 'rb') as f:
-        client.images.stage(image['id'], f)
-    client.images.image_import(image['id'], method='glance-direct')
-    for _ in range(_IMPORT_POLLS):
-        tasks = client.images.get_associated_image_tasks(image['id'])
-        ended = [t for t in tasks['tasks']
-                 if t['status'] in ('success', 'failure')]
-        if ended:
-            return client.images.get(image['id']), ended[-1]
-        time.sleep(_POLL_INTERVAL)
-    raise RuntimeError('the import of %s did not end' % image['id'])
 
 
 @pytest.fixture(scope='session')
