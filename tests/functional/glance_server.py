@@ -174,7 +174,8 @@ class GlanceServer(object):
         self.config_dir = os.path.join(self.base_dir, 'etc')
         self.workspace = os.path.join(self.base_dir, 'workspace')
         self.log_file = os.path.join(self.base_dir, 'glance-api.log')
-        self.database = os.path.join(self.base_dir, 'data', 'glance.sqlite')
+        self.data_dir = os.path.join(self.base_dir, 'data')
+        self.database = os.path.join(self.data_dir, 'glance.sqlite')
         self.plugin_options = plugin_options or {}
         self.port = None
         self.process = None
@@ -184,7 +185,7 @@ class GlanceServer(object):
         return 'http://127.0.0.1:%d' % self.port
 
     def write_config(self):
-        data = os.path.join(self.base_dir, 'data')
+        data = self.data_dir
         os.makedirs(self.config_dir, exist_ok=True)
         for sub in ('images', 'staging', 'tasks'):
             os.makedirs(os.path.join(data, sub), exist_ok=True)
