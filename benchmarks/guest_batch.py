@@ -42,8 +42,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from qimgintrospect import api  # noqa: E402
 from qimgintrospect import exception  # noqa: E402
 from qimgintrospect import opts  # noqa: E402
-from tests import config  # noqa: E402
-from tests import guestimages  # noqa: E402
+from testkit import config  # noqa: E402
+from testkit import guestimages  # noqa: E402
 
 BASE_GUESTS = ('debian', 'debian-clone', 'ubuntu', 'rocky', 'alma-uefi',
                'fedora-lvm')

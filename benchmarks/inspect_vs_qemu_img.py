@@ -40,8 +40,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from qimgintrospect import api  # noqa: E402
 from qimgintrospect import source  # noqa: E402
 from qimgintrospect import workspace  # noqa: E402
-from tests import config  # noqa: E402
-from tests import imagebuilder  # noqa: E402
+from testkit import config  # noqa: E402
+from testkit import imagebuilder  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

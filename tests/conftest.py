@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from qimgintrospect import opts
-from tests import config
+from testkit import config
 
 pytest_plugins = ['tests.functional.glance_server']
 
@@ -45,16 +45,6 @@ def workspace_dir(tmp_path):
 @pytest.fixture(scope='session')
 def image_dir(tmp_path_factory):
     return tmp_path_factory.mktemp('images')
-
-
-def workspace_leftovers(directory):
-    """Files in a workspace other than its lock files (should be none)."""
-    found = []
-    for root, dirs, files in os.walk(str(directory)):
-        dirs[:] = [d for d in dirs if d != '.locks']
-        found += [os.path.join(root, f) for f in files]
-        found += [os.path.join(root, d) for d in dirs]
-    return found
 
 
 class CLI(object):

@@ -38,8 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 from qimgintrospect import opts  # noqa: E402
-from tests import config  # noqa: E402
-from tests import fuzzer  # noqa: E402
+from testkit import config  # noqa: E402
+from testkit import fuzzer  # noqa: E402
 
 
 def _conf(workspace):

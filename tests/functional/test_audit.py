@@ -21,9 +21,9 @@ import pytest
 
 from qimgintrospect.glance import audit
 from qimgintrospect import workspace
-from tests import conftest
+from testkit import config
+from testkit import imagebuilder
 from tests.functional import glance_server as gs
-from tests import imagebuilder
 
 TENANTS = 3
 #: Fixes --apply makes per tenant: two on "bus", two on "lsi".
@@ -120,7 +120,7 @@ def test_dry_run_finds_missing_wrong_and_stale(cli, server, catalogue,
         image = admin.images.get(ids['lsi'])
         assert image['vmware_adaptertype'] == 'ide'
         assert 'vmware_disktype' not in image
-    assert conftest.workspace_leftovers(cli.workspace) == []
+    assert config.workspace_leftovers(cli.workspace) == []
 
 
 def test_summary_sizes_and_workspace_need(cli, server, catalogue, admin,
@@ -211,8 +211,8 @@ def test_interrupted_audit_resumes(cli, conf, server, catalogue, admin,
         with pytest.raises(KeyboardInterrupt):
             run.run({'visibility': 'all', 'status': 'active'})
         assert state.count() == 2
-    assert conftest.workspace_leftovers(conf.introspection_workspace
-                                        .directory) == []
+    assert config.workspace_leftovers(
+        conf.introspection_workspace.directory) == []
 
     report = _audit(cli, server, state_path)
 
@@ -261,7 +261,7 @@ def test_sigterm_stops_an_audit_cleanly(cli, server, catalogue, tmp_path):
 
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert 'Traceback' not in err
-    assert conftest.workspace_leftovers(cli.workspace) == []
+    assert config.workspace_leftovers(cli.workspace) == []
     # The state file is whole: the next run can use it.
     store = audit.StateStore(str(state))
     assert store.count() == 0
@@ -341,4 +341,4 @@ def test_images_of_one_owner_share_one_slot(cli, server, catalogue, admin,
     counts = report['summary']['images']
     assert counts['listed'] == counts['inspected'] == _catalogue_size(admin)
     assert counts['failed'] == counts['refused'] == 0
-    assert conftest.workspace_leftovers(cli.workspace) == []
+    assert config.workspace_leftovers(cli.workspace) == []

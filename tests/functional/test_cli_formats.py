@@ -9,8 +9,8 @@ import os
 import pytest
 
 from qimgintrospect import opts
-from tests import conftest
-from tests import imagebuilder
+from testkit import config
+from testkit import imagebuilder
 
 MiB = imagebuilder.MiB
 SIZE = 64 * MiB
@@ -29,7 +29,7 @@ def _inspect_ok(cli, path, *args):
     code, out = cli.inspect_json(path, *args)
     assert code == 0, out
     assert set(out) == {'properties', 'details', 'warnings'}
-    assert conftest.workspace_leftovers(cli.workspace) == []
+    assert config.workspace_leftovers(cli.workspace) == []
     return out
 
 
@@ -132,7 +132,7 @@ def test_qcow2_declared_raw_is_refused(cli, tmp_path):
     assert out == {'error': {
         'code': 'format-mismatch',
         'message': 'declared raw but the header is qcow2'}}
-    assert conftest.workspace_leftovers(cli.workspace) == []
+    assert config.workspace_leftovers(cli.workspace) == []
 
 
 def test_random_bytes_declared_qcow2_are_refused(cli, tmp_path):

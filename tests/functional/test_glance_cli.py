@@ -11,9 +11,9 @@ import socket
 
 import pytest
 
-from tests import conftest
+from testkit import config
+from testkit import imagebuilder
 from tests.functional import glance_server as gs
-from tests import imagebuilder
 
 MiB = 1024 * 1024
 
@@ -68,7 +68,7 @@ def test_properties_side_by_side_without_changes(cli, glance_server,
     after = tenant.images.get(wrong_vmdk['id'])
     assert after['vmware_adaptertype'] == 'ide'
     assert 'vmware_disktype' not in after
-    assert conftest.workspace_leftovers(cli.workspace) == []
+    assert config.workspace_leftovers(cli.workspace) == []
 
 
 def test_apply_writes_missing_and_wrong(cli, glance_server, project, tenant,
@@ -130,7 +130,7 @@ def test_refused_image_is_a_row_and_exit_3(cli, glance_server, project,
     assert rows[1] == dict(rows[1], image_id='no-such-image',
                            difference='not-inspected')
     assert rows[1]['note'].startswith('image-not-found: ')
-    assert conftest.workspace_leftovers(cli.workspace) == []
+    assert config.workspace_leftovers(cli.workspace) == []
 
 
 def test_clouds_yaml_and_os_cloud(cli, glance_server, project, wrong_vmdk,

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from tests import conftest
+from testkit import config
+from testkit import imagebuilder
 from tests.functional import glance_server as gs
-from tests import imagebuilder
 
 MiB = 1024 * 1024
 
@@ -31,7 +31,7 @@ def test_vmdk_import_gets_vmware_properties(glance_server, tenant, tmp_path):
     assert image['vmware_disktype'] == 'streamOptimized'
     assert image['vmware_adaptertype'] == 'busLogic'
     assert image['virtual_size'] == 64 * MiB
-    assert conftest.workspace_leftovers(glance_server.workspace) == []
+    assert config.workspace_leftovers(glance_server.workspace) == []
 
 
 def test_backing_file_qcow2_import_fails_with_the_reason(glance_server,
@@ -48,7 +48,7 @@ def test_backing_file_qcow2_import_fails_with_the_reason(glance_server,
     # Never stored: the plugin ran before Glance copied the data to a store.
     assert image['status'] == 'importing'
     assert not image.get('stores')
-    assert conftest.workspace_leftovers(glance_server.workspace) == []
+    assert config.workspace_leftovers(glance_server.workspace) == []
 
 
 def test_format_mismatch_fails_the_import(glance_server, tenant, tmp_path):
@@ -128,7 +128,7 @@ def test_warn_policy_imports_a_refused_image_with_a_warning(lenient_server,
     assert task['status'] == 'success', task['message']
     assert image['status'] == 'active'
     assert image['qimgintrospect_warning'].startswith('format-not-allowed: ')
-    assert conftest.workspace_leftovers(lenient_server.workspace) == []
+    assert config.workspace_leftovers(lenient_server.workspace) == []
 
 
 def test_overwrite_policy_replaces_the_uploader_value(lenient_server,
@@ -166,4 +166,4 @@ def test_workspace_quota_holds_inside_glance(lenient_server, tmp_path):
     assert task['message'].startswith(
         'qimgintrospect: workspace-quota-exceeded: ')
     assert image['status'] != 'active'
-    assert conftest.workspace_leftovers(lenient_server.workspace) == []
+    assert config.workspace_leftovers(lenient_server.workspace) == []

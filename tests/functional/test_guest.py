@@ -23,9 +23,9 @@ from qimgintrospect import exception
 from qimgintrospect.inspectors import guest
 from qimgintrospect import normalise
 from qimgintrospect import opts
-from tests import conftest
-from tests import guestimages
-from tests import imagebuilder
+from testkit import config
+from testkit import guestimages
+from testkit import imagebuilder
 
 pytest.importorskip('guestfs', reason='python3-guestfs is not installed')
 if shutil.which('guestfish') is None:
@@ -254,7 +254,7 @@ def test_a_refused_image_fails_alone(batch):
 
 def test_no_appliance_or_copy_outlives_the_batch(batch):
     assert batch.qemu_left == []
-    assert conftest.workspace_leftovers(batch.workspace) == []
+    assert config.workspace_leftovers(batch.workspace) == []
 
 
 def test_cli_prints_os_properties(cli, guest_images):
@@ -295,7 +295,7 @@ def test_libguestfs_unusable_can_be_an_error(guest_images, tmp_path):
         api.inspect(guest_images['ubuntu'], None, conf)
     assert err.value.code == exception.GUEST_UNAVAILABLE
     assert err.value.exit_code == exception.EXIT_FAILED
-    assert conftest.workspace_leftovers(tmp_path / 'workspace') == []
+    assert config.workspace_leftovers(tmp_path / 'workspace') == []
 
 
 def test_a_host_that_cannot_launch_is_remembered(guest_images, tmp_path,
@@ -326,7 +326,7 @@ def test_an_inspection_past_its_timeout_is_killed(guest_images, tmp_path):
         api.inspect(guest_images['debian'], None, conf)
     assert err.value.code == exception.GUEST_TIMEOUT
     assert _qemu_children() == []
-    assert conftest.workspace_leftovers(tmp_path / 'workspace') == []
+    assert config.workspace_leftovers(tmp_path / 'workspace') == []
 
 
 def test_an_appliance_that_dies_is_its_own_error(guest_images, tmp_path,

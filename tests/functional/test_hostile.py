@@ -20,10 +20,10 @@ import pytest
 from qimgintrospect import api
 from qimgintrospect import exception
 from qimgintrospect import opts
+from testkit import config
+from testkit import hostileimages as hostile
+from testkit import imagebuilder
 from tests import canary
-from tests import conftest
-from tests import hostileimages as hostile
-from tests import imagebuilder
 
 MiB = imagebuilder.MiB
 
@@ -513,7 +513,7 @@ def test_table_too_large_for_memory_stops_at_the_cap(cli, images, make,
     rc, out = cli.inspect_json(image)
     assert (rc, out['error']['code']) == (4, 'qemu-img-limit-exceeded'), out
     assert 'address-space cap of %d' % (1 << 30) in out['error']['message']
-    assert conftest.workspace_leftovers(cli.workspace) == []
+    assert config.workspace_leftovers(cli.workspace) == []
 
 
 def test_table_too_large_for_cpu_stops_at_the_cap(cli, images):

@@ -21,8 +21,8 @@ import pytest
 
 from qimgintrospect import exception
 from qimgintrospect import opts
-from tests import conftest
-from tests import fuzzer
+from testkit import config
+from testkit import fuzzer
 
 # Cases per seed image; 14 seeds. Case numbers differ from the CLI
 # sample's so that the two runs cover different mutations.
@@ -96,7 +96,7 @@ def test_fuzzed_headers_through_the_cli(cli, conf, seeds, tmp_path):
         left = fuzzer.leftover_processes(cli.workspace, since)
         if left:
             problems.append('processes left behind: %s' % left)
-        leftovers = conftest.workspace_leftovers(cli.workspace)
+        leftovers = config.workspace_leftovers(cli.workspace)
         if leftovers:
             problems.append('workspace not empty: %s' % leftovers)
         if problems:

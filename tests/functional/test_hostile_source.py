@@ -20,10 +20,10 @@ from qimgintrospect import api
 from qimgintrospect import exception
 from qimgintrospect import opts
 from qimgintrospect import workspace
+from testkit import config
+from testkit import hostileimages as hostile
+from testkit import imagebuilder
 from tests import canary
-from tests import conftest
-from tests import hostileimages as hostile
-from tests import imagebuilder
 
 MiB = imagebuilder.MiB
 
@@ -212,7 +212,7 @@ def test_header_changed_while_copied_is_refused(conf, images, monkeypatch):
         assert watch.opened() == []
     assert err.value.code == 'image-changed-during-copy'
     assert 'changed' in err.value.message
-    assert conftest.workspace_leftovers(
+    assert config.workspace_leftovers(
         conf[opts.WORKSPACE_GROUP].directory) == []
 
 

@@ -7,7 +7,7 @@ from qimgintrospect import exception
 from qimgintrospect.glance import audit
 from qimgintrospect import opts
 from qimgintrospect import workspace
-from tests import imagebuilder
+from testkit import imagebuilder
 
 
 def _image(n, owner):

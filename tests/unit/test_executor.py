@@ -17,8 +17,8 @@ from qimgintrospect import api
 from qimgintrospect import exception
 from qimgintrospect import executor
 from qimgintrospect import opts
-from tests import conftest
-from tests import imagebuilder
+from testkit import config
+from testkit import imagebuilder
 
 
 def _stand_in(tmp_path, name, body):
@@ -151,7 +151,7 @@ def test_core_api_error_leaves_workspace_empty(conf, qcow2, tmp_path,
         api.inspect(qcow2, 'qcow2', conf)
     assert err.value.code == code
     assert err.value.exit_code == 4
-    assert conftest.workspace_leftovers(
+    assert config.workspace_leftovers(
         conf[opts.WORKSPACE_GROUP].directory) == []
 
 
@@ -161,5 +161,5 @@ def test_core_api_missing_tool_leaves_workspace_empty(conf, qcow2):
     with pytest.raises(exception.InspectionFailed) as err:
         api.inspect(qcow2, 'qcow2', conf)
     assert err.value.code == 'qemu-img-not-found'
-    assert conftest.workspace_leftovers(
+    assert config.workspace_leftovers(
         conf[opts.WORKSPACE_GROUP].directory) == []

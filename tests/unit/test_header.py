@@ -7,7 +7,7 @@ import pytest
 from qimgintrospect import exception
 from qimgintrospect.inspectors import header
 from qimgintrospect import source
-from tests import imagebuilder
+from testkit import imagebuilder
 
 
 def _inspect(path, declared, conf):

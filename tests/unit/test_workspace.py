@@ -14,8 +14,9 @@ from qimgintrospect import exception
 from qimgintrospect import opts
 from qimgintrospect import source
 from qimgintrospect import workspace
+from testkit import config
+from testkit import imagebuilder
 from tests import conftest
-from tests import imagebuilder
 
 MiB = imagebuilder.MiB
 
@@ -54,7 +55,7 @@ def test_copy_is_private_and_source_untouched(tmp_path):
         assert os.stat(copy.path).st_mode & 0o777 == 0o600
         assert os.stat(ws.directory).st_mode & 0o777 == 0o700
     assert (os.stat(image).st_mtime_ns, _digest(image)) == before
-    assert conftest.workspace_leftovers(ws.directory) == []
+    assert config.workspace_leftovers(ws.directory) == []
 
 
 def test_quota_refuses_before_copying(tmp_path):
@@ -65,7 +66,7 @@ def test_quota_refuses_before_copying(tmp_path):
             slot.private_copy(src)
         assert err.value.code == 'workspace-quota-exceeded'
         assert os.listdir(slot.directory) == []
-    assert conftest.workspace_leftovers(ws.directory) == []
+    assert config.workspace_leftovers(ws.directory) == []
 
 
 def test_quota_counts_copies_held_by_other_slots(tmp_path):
@@ -124,7 +125,7 @@ def test_reflink_copy_reads_no_data(reflink_filesystem):
         assert copy.method == 'reflink'
         assert copy.bytes_copied == 0
         assert _digest(copy.path) == _digest(image)
-    assert conftest.workspace_leftovers(ws.directory) == []
+    assert config.workspace_leftovers(ws.directory) == []
 
 
 def test_full_filesystem_refuses_up_front(tmp_path, tiny_filesystem):
@@ -134,7 +135,7 @@ def test_full_filesystem_refuses_up_front(tmp_path, tiny_filesystem):
         with pytest.raises(exception.InspectionFailed) as err:
             slot.private_copy(src)
     assert err.value.code == 'workspace-no-space'
-    assert conftest.workspace_leftovers(ws.directory) == []
+    assert config.workspace_leftovers(ws.directory) == []
 
 
 def test_filesystem_filling_during_copy(tmp_path, tiny_filesystem):
@@ -150,7 +151,7 @@ def test_filesystem_filling_during_copy(tmp_path, tiny_filesystem):
         with pytest.raises(exception.InspectionFailed) as err:
             slot.private_copy(src)
     assert err.value.code == 'workspace-no-space'
-    assert conftest.workspace_leftovers(ws.directory) == []
+    assert config.workspace_leftovers(ws.directory) == []
 
 
 def test_unsafe_workspace_directory_is_refused(tmp_path):
@@ -212,9 +213,9 @@ def test_leftovers_of_a_killed_process_are_swept(tmp_path):
     assert ready.wait(30)
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(30)
-    assert conftest.workspace_leftovers(directory)
+    assert config.workspace_leftovers(directory)
     assert _workspace(directory).sweep() == 1
-    assert conftest.workspace_leftovers(directory) == []
+    assert config.workspace_leftovers(directory) == []
 
 
 def test_cli_cleans_workspace_on_sigterm(cli, tmp_path):
@@ -232,12 +233,12 @@ def test_cli_cleans_workspace_on_sigterm(cli, tmp_path):
     while not started.exists():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
-    assert conftest.workspace_leftovers(cli.workspace)
+    assert config.workspace_leftovers(cli.workspace)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
     assert 'Traceback' not in err
-    assert conftest.workspace_leftovers(cli.workspace) == []
+    assert config.workspace_leftovers(cli.workspace) == []
 
 
 def test_sweep_runs_when_a_process_first_uses_the_workspace(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 from qimgintrospect import api
 from qimgintrospect import exception
 from qimgintrospect import workspace
-from tests import conftest
-from tests import imagebuilder
+from testkit import config
+from testkit import imagebuilder
 
 MiB = 1024 * 1024
 
@@ -46,7 +46,7 @@ def test_receive_writes_the_stream_with_holes_for_zeros(tmp_path):
         assert os.stat(copy.path).st_blocks * 512 < 4 * MiB
         assert os.stat(copy.path).st_mode & 0o777 == 0o600
         assert ws.reserved_bytes() == len(data)
-    assert conftest.workspace_leftovers(ws.directory) == []
+    assert config.workspace_leftovers(ws.directory) == []
 
 
 def test_receive_refuses_before_writing_when_the_quota_is_short(tmp_path):
@@ -71,7 +71,7 @@ def test_receive_refuses_a_stream_longer_than_announced(tmp_path):
         with pytest.raises(exception.InspectionFailed) as err:
             slot.receive(iter([b'a' * 10, b'b' * 10]), 15)
         assert err.value.code == 'workspace-quota-exceeded'
-    assert conftest.workspace_leftovers(ws.directory) == []
+    assert config.workspace_leftovers(ws.directory) == []
 
 
 def test_errors_of_the_stream_pass_through_and_the_slot_is_emptied(
@@ -85,7 +85,7 @@ def test_errors_of_the_stream_pass_through_and_the_slot_is_emptied(
     with pytest.raises(ConnectionResetError):
         with ws.slot() as slot:
             slot.receive(broken(), 1000)
-    assert conftest.workspace_leftovers(ws.directory) == []
+    assert config.workspace_leftovers(ws.directory) == []
 
 
 def test_a_lent_slot_serves_the_core(conf, tmp_path):
@@ -102,7 +102,7 @@ def test_a_lent_slot_serves_the_core(conf, tmp_path):
             result = api.inspect(copy.path, 'vmdk', conf)
         assert os.path.exists(copy.path)  # the core did not wipe the slot
     assert result.properties['vmware_adaptertype'] == 'busLogic'
-    assert conftest.workspace_leftovers(ws.directory) == []
+    assert config.workspace_leftovers(ws.directory) == []
 
 
 def test_a_slot_is_lent_only_inside_the_block(tmp_path):

@@ -21,7 +21,7 @@ import os
 import struct
 import subprocess
 
-from tests import imagebuilder
+from testkit import imagebuilder
 
 MiB = imagebuilder.MiB
 SECTOR = 512

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import uuid
 
-from tests import imagebuilder
+from testkit import imagebuilder
 
 MiB = 1024 * 1024
 

@@ -46,3 +46,13 @@ def write_config_file(path, values):
             lines.append('%s = %s' % (name, value))
     with open(os.fspath(path), 'w') as f:
         f.write('\n'.join(lines) + '\n')
+
+
+def workspace_leftovers(directory):
+    """Files in a workspace other than its lock files (should be none)."""
+    found = []
+    for root, dirs, files in os.walk(str(directory)):
+        dirs[:] = [d for d in dirs if d != '.locks']
+        found += [os.path.join(root, f) for f in files]
+        found += [os.path.join(root, d) for d in dirs]
+    return found

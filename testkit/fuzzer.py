@@ -33,7 +33,8 @@ import psutil
 
 from qimgintrospect import api
 from qimgintrospect import exception
-from tests import imagebuilder
+from testkit import config
+from testkit import imagebuilder
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -317,7 +318,6 @@ def run_case(seed, case, directory, conf, workspace, time_limit=30):
         SIGALRM interrupts it).
     :returns: :class:`Outcome`.
     """
-    from tests import conftest
 
     allowed = conf['introspection_formats'].allowed_formats
     path, declared, notes = make_case(seed, case, directory,
@@ -353,7 +353,7 @@ def run_case(seed, case, directory, conf, workspace, time_limit=30):
     left = leftover_processes(workspace, since)
     if left:
         problems.append('processes left behind: %s' % left)
-    leftovers = conftest.workspace_leftovers(workspace)
+    leftovers = config.workspace_leftovers(workspace)
     if leftovers:
         problems.append('workspace not empty: %s' % leftovers)
     os.unlink(path)
