@@ -216,7 +216,7 @@ def _checked_source(path, disk_format, conf):
 def _copy_and_measure(path, image, header, slot, conf):
     copy = slot.private_copy(image)
     header_inspector.confirm_copy(copy.path, header)
-    qemu_findings = qemu_img.inspect(copy.path, header.format, conf)
+    qemu_findings = qemu_img.inspect(copy.path, header.format, conf, header)
     return _Prepared(path, header, qemu_findings, copy.path)
 
 

@@ -16,10 +16,17 @@ One function, :func:`qemu_img_info`. What it guarantees:
 
 * the format is always forced with ``-f``: qemu-img never probes it, so the
   file cannot choose how it is parsed;
-* qemu-img runs under util-linux ``prlimit`` with the CPU-time and
-  address-space caps of :class:`Limits` (rendered by oslo.concurrency's
-  ``ProcessLimits``), in its own process group, and is killed with that
-  group when the wall-clock timeout passes: no process outlives the call;
+* qemu-img runs under util-linux ``prlimit`` with the CPU-time,
+  address-space and stack caps of :class:`Limits` (rendered by
+  oslo.concurrency's ``ProcessLimits``), in its own process group, and is
+  killed with that group when the wall-clock timeout passes: no process
+  outlives the call;
+* what qemu-img may allocate under the address-space cap does not depend
+  on the machine's load: qemu-img starts a varying number of I/O threads
+  (up to 64), and each would reserve a glibc malloc arena (64 MiB of
+  address space) and a stack as large as the stack limit (8 MiB by
+  default). :data:`ENVIRONMENT` bounds the arenas, the stack cap bounds
+  the stacks, so a benign image never hits the cap because of a race;
 * every way it can go wrong is one named error from
   :mod:`qimgintrospect.exception`, never a raw ``OSError`` or traceback.
 """
@@ -42,6 +49,13 @@ LOG = logging.getLogger(__name__)
 _EXEC_NOT_FOUND = 127
 _EXEC_FAILED = 126
 
+#: The environment qemu-img runs with, besides PATH. Two malloc arenas
+#: (the main one and one for every other thread) instead of eight per core;
+#: glib's slice allocator (per-thread magazines) replaced by malloc. Behind
+#: a root helper, sudo must keep these (``env_keep``).
+ENVIRONMENT = {'LC_ALL': 'C', 'MALLOC_ARENA_MAX': '2',
+               'G_SLICE': 'always-malloc'}
+
 _CPU_SIGNALS = (signal.SIGKILL, signal.SIGXCPU)
 # Words qemu-img and glib print when an allocation fails under RLIMIT_AS.
 _MEMORY_WORDS = ('alloc', 'memory', 'resource temporarily unavailable')
@@ -61,20 +75,23 @@ _CORRUPT = re.compile(
 
 
 class Limits(processutils.ProcessLimits):
-    """The resource caps of one qemu-img run, with its wall-clock timeout."""
+    """The resource caps of one qemu-img run, with its wall-clock timeout.
 
-    def __init__(self, cpu_time, address_space, timeout):
-        super().__init__(cpu_time=cpu_time, address_space=address_space)
+    The stack cap is also the size of every thread's stack (glibc sizes
+    them by it), so it bounds what qemu-img's threads reserve.
+    """
+
+    def __init__(self, cpu_time, address_space, timeout,
+                 stack_size=opts.QEMU_IMG_STACK_SIZE):
+        super().__init__(cpu_time=cpu_time, address_space=address_space,
+                         stack_size=stack_size)
         self.timeout = timeout
 
     @classmethod
     def from_conf(cls, conf):
         group = conf[opts.QEMU_IMG_GROUP]
-        return cls(group.cpu_time, group.address_space, group.timeout)
-
-    def describe(self):
-        return ('CPU time %s s, address space %s bytes, timeout %s s'
-                % (self.cpu_time, self.address_space, self.timeout))
+        return cls(group.cpu_time, group.address_space, group.timeout,
+                   group.stack_size)
 
 
 def build_command(path, qemu_format, conf, limits):
@@ -119,8 +136,8 @@ def qemu_img_info(path, qemu_format, conf, limits=None):
     try:
         stdout, _stderr = processutils.execute(
             *cmd,
-            env_variables={'LC_ALL': 'C',
-                           'PATH': os.environ.get('PATH', os.defpath)},
+            env_variables=dict(ENVIRONMENT,
+                               PATH=os.environ.get('PATH', os.defpath)),
             # A session of its own, so a timeout can kill the whole group.
             preexec_fn=os.setsid,
             on_execute=started.append,

@@ -26,6 +26,9 @@ from oslo_config import cfg
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 
+#: Stack size of every qemu-img thread, and stack cap of the run.
+QEMU_IMG_STACK_SIZE = 2 * MiB
+
 #: Disk formats Glance knows, in Glance's spelling.
 GLANCE_DISK_FORMATS = ('raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi', 'iso',
                        'ploop', 'qed', 'luks')
@@ -68,6 +71,16 @@ qemu_img_opts = [
                help='Wall-clock limit for one qemu-img run, in seconds. '
                     'Catches a qemu-img that sleeps or waits on I/O, '
                     'which the CPU cap cannot see.'),
+    cfg.IntOpt('stack_size',
+               default=QEMU_IMG_STACK_SIZE,
+               min=256 * 1024,
+               help='Stack cap for one qemu-img run, in bytes; glibc also '
+                    'gives every qemu-img thread a stack this large. '
+                    'qemu-img starts a varying number of I/O threads (up '
+                    'to 64), so with the usual 8 MiB stacks what is left '
+                    'of address_space for the image\'s own tables would '
+                    'depend on a race; with 2 MiB stacks the threads take '
+                    'at most about 130 MiB of it.'),
     cfg.StrOpt('root_helper',
                default='',
                help='Command prefix that runs qemu-img with other '
@@ -132,6 +145,15 @@ formats_opts = [
                      '"mbr") whose failure on a raw disk with a partition '
                      'table is reported as a warning instead of refusing '
                      'the image, as Glance\'s option of the same name.'),
+    cfg.BoolOpt('allow_encrypted',
+                default=False,
+                help='Whether a LUKS-encrypted qcow2 image is inspected '
+                     'instead of refused with image-encrypted. When it is, '
+                     'the encryption is reported in details '
+                     '(qcow2_encryption) and as a warning: the image boots '
+                     'only with its secret, which Glance does not hold. A '
+                     'qcow2 image encrypted with the legacy AES scheme is '
+                     'refused whatever this says.'),
     cfg.IntOpt('max_virtual_size_gb',
                default=4096,
                min=1,
