@@ -34,6 +34,7 @@ import os
 
 from oslo_log import log as logging
 from oslo_utils.imageutils import format_inspector
+from oslo_utils import units
 
 from qimgintrospect import exception
 from qimgintrospect.inspectors import formats
@@ -163,7 +164,7 @@ def check_virtual_size(virtual_size, conf):
 
 
 def _check_virtual_size(virtual_size, group):
-    limit = group.max_virtual_size_gb * opts.GiB
+    limit = group.max_virtual_size_gb * units.Gi
     if virtual_size and virtual_size > limit:
         raise exception.ImageRefused(
             exception.VIRTUAL_SIZE_TOO_LARGE,

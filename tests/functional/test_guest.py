@@ -21,6 +21,8 @@ import pytest
 from qimgintrospect import api
 from qimgintrospect import exception
 from qimgintrospect.inspectors import guest
+from qimgintrospect.inspectors.guest import appliance
+from qimgintrospect.inspectors.guest import session
 from qimgintrospect import normalise
 from qimgintrospect import opts
 from testkit import config
@@ -95,7 +97,7 @@ class BatchRun(object):
         self.results = {}
 
     def run(self, conf):
-        real_enter = guest.Appliance.__enter__
+        real_enter = appliance.Appliance.__enter__
         launches = self.launches
 
         def recording_enter(appliance):
@@ -104,7 +106,7 @@ class BatchRun(object):
             return real_enter(appliance)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(guest.Appliance, '__enter__', recording_enter)
+            patch.setattr(appliance.Appliance, '__enter__', recording_enter)
             outcomes = api.inspect_many(self.requests, conf)
         self.results = dict(zip(self.names, outcomes))
         self.qemu_left = _qemu_children()
@@ -300,15 +302,15 @@ def test_libguestfs_unusable_can_be_an_error(guest_images, tmp_path):
 
 def test_a_host_that_cannot_launch_is_remembered(guest_images, tmp_path,
                                                  monkeypatch):
-    monkeypatch.setattr(guest, '_host_failures', {})
+    monkeypatch.setattr(session, '_host_failures', {})
     launches = []
-    real_enter = guest.Appliance.__enter__
+    real_enter = appliance.Appliance.__enter__
 
     def recording_enter(appliance):
         launches.append(len(appliance.images))
         return real_enter(appliance)
 
-    monkeypatch.setattr(guest.Appliance, '__enter__', recording_enter)
+    monkeypatch.setattr(appliance.Appliance, '__enter__', recording_enter)
     conf = _guest_conf(tmp_path / 'workspace', backend='bogus')
     first = api.inspect(guest_images['ubuntu'], None, conf)
     # The image's appliance, then one without any image: the host's fault.
@@ -333,14 +335,14 @@ def test_an_appliance_that_dies_is_its_own_error(guest_images, tmp_path,
                                                  monkeypatch):
     # The fault is real: the appliance's qemu is killed just before
     # inspect_os(), as a crash of qemu or of the appliance kernel would.
-    real_call = guest.Appliance.call
+    real_call = appliance.Appliance.call
 
     def crashing_call(appliance, name, *args, **kwargs):
         if name == 'inspect_os':
             os.kill(appliance.handle.get_pid(), signal.SIGKILL)
         return real_call(appliance, name, *args, **kwargs)
 
-    monkeypatch.setattr(guest.Appliance, 'call', crashing_call)
+    monkeypatch.setattr(appliance.Appliance, 'call', crashing_call)
     conf = _guest_conf(tmp_path / 'workspace')
     with pytest.raises(exception.IntrospectionError) as err:
         api.inspect(guest_images['debian'], None, conf)
