@@ -20,7 +20,6 @@ import pytest
 
 from qimgintrospect import api
 from qimgintrospect import exception
-from qimgintrospect.inspectors import guest
 from qimgintrospect.inspectors.guest import appliance
 from qimgintrospect.inspectors.guest import session
 from qimgintrospect import normalise
@@ -280,7 +279,7 @@ def test_libguestfs_unusable_keeps_format_properties_with_a_warning(
         conf = _guest_conf(tmp_path / 'workspace')
         # A real ImportError from Python's import machinery.
         monkeypatch.setitem(sys.modules, 'guestfs', None)
-        monkeypatch.setattr(guest, '_binding', None)
+        monkeypatch.setattr(appliance, '_binding', None)
     result = api.inspect(guest_images['ubuntu'], None, conf)
     assert result.properties['disk_format'] == 'qcow2'
     assert result.properties['virtual_size'] > 0
