@@ -14,7 +14,6 @@ import shutil
 import signal
 import sys
 
-from oslo_config import cfg
 import psutil
 import pytest
 
@@ -44,19 +43,12 @@ OS_GUESTS = [n for n, g in guestimages.GUESTS.items() if g.os_release]
 
 
 def _guest_conf(directory, **guest_overrides):
-    conf = cfg.ConfigOpts()
-    opts.register_opts(conf)
-    conf([], project='qimgintrospect', default_config_files=[])
-    for name, value in {'directory': str(directory), 'min_free_mb': 0,
-                        'max_workers': 2, 'slot_wait_timeout': 600}.items():
-        conf.set_override(name, value, opts.WORKSPACE_GROUP)
-    values = {'enabled': True,
-              'backend_settings': guestimages.BACKEND_SETTINGS,
-              'drives_per_appliance': DRIVES_PER_APPLIANCE}
-    values.update(guest_overrides)
-    for name, value in values.items():
-        conf.set_override(name, value, opts.GUEST_GROUP)
-    return conf
+    return config.make_conf(
+        directory, guest=True,
+        introspection_workspace={'max_workers': 2, 'slot_wait_timeout': 600},
+        introspection_guest=dict(
+            {'drives_per_appliance': DRIVES_PER_APPLIANCE},
+            **guest_overrides))
 
 
 def _qemu_children():
@@ -261,7 +253,7 @@ def test_no_appliance_or_copy_outlives_the_batch(batch):
 def test_cli_prints_os_properties(cli, guest_images):
     cli.set(opts.GUEST_GROUP, 'enabled', True)
     cli.set(opts.GUEST_GROUP, 'backend_settings',
-            guestimages.BACKEND_SETTINGS)
+            config.BACKEND_SETTINGS)
     code, output = cli.inspect_json(guest_images['alma-uefi'], timeout=600)
     assert code == 0, output
     properties = output['properties']
