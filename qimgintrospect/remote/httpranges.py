@@ -97,6 +97,8 @@ class StaticHeaders(object):
 class KeystoneHeaders(object):
     """The auth headers of a keystoneauth Session or Adapter.
 
+    An Adapter (python-glanceclient's ``SessionClient`` is one) lends its
+    session's headers, with its own auth plugin when it has one.
     keystoneauth renews a token that expires within two minutes whenever
     its headers are asked for, so :meth:`headers` is always good for a
     while; :meth:`refresh` drops the token after a 401.
@@ -105,15 +107,17 @@ class KeystoneHeaders(object):
     renews = True
 
     def __init__(self, session):
-        self._session = session
+        self._session = _keystone_session(session)
+        self._plugin = None if self._session is session else getattr(
+            session, 'auth', None)
 
     def headers(self):
-        return dict(self._session.get_auth_headers() or {})
+        return dict(self._session.get_auth_headers(auth=self._plugin) or {})
 
     def refresh(self):
         """Get a new token; True when the headers changed."""
         before = self.headers()
-        self._session.invalidate()
+        self._session.invalidate(auth=self._plugin)
         return self.headers() != before
 
 
@@ -171,8 +175,8 @@ def credentials(session):
     """
     if session is None:
         return None, {}
-    if hasattr(session, 'get_auth_headers'):
-        ks_session = getattr(session, 'session', session)
+    ks_session = _keystone_session(session)
+    if ks_session is not None:
         return KeystoneHeaders(session), {
             'verify': getattr(ks_session, 'verify', True),
             'cert': getattr(ks_session, 'cert', None)}
@@ -490,6 +494,16 @@ class RangeReader(object):
                 '%s sent %d of the %d bytes of %s'
                 % (self.url, received, expected, range_value))
         return b''.join(chunks)
+
+
+def _keystone_session(session):
+    """The keystoneauth Session of a Session or an Adapter, else None."""
+    if hasattr(session, 'get_auth_headers'):
+        return session
+    inner = getattr(session, 'session', None)
+    if hasattr(inner, 'get_auth_headers'):
+        return inner
+    return None
 
 
 def _origin(url):

@@ -8,6 +8,7 @@ makes; each must be refused with its own code.
 
 import os
 
+from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import plugin as ks_plugin
 from keystoneauth1 import session as ks_session
 import pytest
@@ -267,6 +268,22 @@ def test_a_keystoneauth_session_renews_its_token_after_a_401(liar):
         assert [h for p, h in liar.seen[-2:]] == ['bytes=0-9'] * 2
     finally:
         liar.token = 'token-1'
+
+
+def test_keystoneauth_sessions_and_adapters_lend_their_tokens():
+    session = ks_session.Session(auth=RotatingToken(), verify='/ca.pem')
+    for lender in (session, ks_adapter.Adapter(session)):
+        auth, tls = httpranges.credentials(lender)
+        assert isinstance(auth, httpranges.KeystoneHeaders)
+        assert auth.headers() == {'X-Auth-Token': 'token-1'}
+        assert tls == {'verify': '/ca.pem', 'cert': None}
+    # An Adapter's own auth plugin wins over its session's.
+    other = RotatingToken()
+    other.number = 7
+    auth, _ = httpranges.credentials(ks_adapter.Adapter(session, auth=other))
+    assert auth.headers() == {'X-Auth-Token': 'token-7'}
+    assert auth.refresh()
+    assert auth.headers() == {'X-Auth-Token': 'token-8'}
 
 
 def test_a_requests_session_gives_its_headers(liar):
