@@ -44,6 +44,17 @@ def qemu_img_info(fmt, target, timeout=60):
     return info
 
 
+def qemu_img_filenames(fmt, target, timeout=60):
+    """Every file name ``qemu-img info`` gives: the image's, its extents'."""
+    proc = subprocess.run(
+        ['qemu-img', 'info', '--output=json', '-f', fmt, target],
+        capture_output=True, text=True, timeout=timeout, check=True)
+    info = json.loads(proc.stdout)
+    extents = info.get('format-specific', {}).get('data', {}).get(
+        'extents', [])
+    return [info['filename']] + [e['filename'] for e in extents]
+
+
 def read_through(uri, offset, length, timeout=60):
     """*length* bytes at *offset* of the export *uri* (format raw).
 

@@ -66,6 +66,7 @@ http {
     server {
         listen 127.0.0.1:%(port)d;
         root %(root)s;
+        limit_rate %(limit_rate)s;
         location / { }
         location /noranges/ {
             alias %(root)s/;
@@ -103,9 +104,14 @@ def nginx_binary():
 
 
 class Nginx(object):
-    """nginx serving the files under *root* at :meth:`url`."""
+    """nginx serving the files under *root* at :meth:`url`.
 
-    def __init__(self, base_dir, root):
+    :param limit_rate: nginx's per-connection rate cap (``125m``: about
+        1 Gbit/s), to stand for a network slower than loopback; 0: none.
+    """
+
+    def __init__(self, base_dir, root, limit_rate=0):
+        self.limit_rate = limit_rate
         self.base_dir = str(base_dir)
         self.root = os.path.abspath(str(root))
         self.port = None
@@ -122,7 +128,8 @@ class Nginx(object):
         conf = os.path.join(self.base_dir, 'nginx.conf')
         with open(conf, 'w') as f:
             f.write(_NGINX_CONF % {'base': self.base_dir, 'root': self.root,
-                                   'port': self.port})
+                                   'port': self.port,
+                                   'limit_rate': self.limit_rate})
         log = os.path.join(self.base_dir, 'error.log')
         with open(os.path.join(self.base_dir, 'stderr.log'), 'ab') as err:
             self.process = subprocess.Popen(

@@ -76,6 +76,9 @@ class Export(object):
         self.directory = directory
         self.socket = os.path.join(directory, 'sock')
         self.uri = 'nbd+unix:///?socket=' + self.socket
+        #: How qemu-img names the export in its JSON (``filename``, a
+        #: VMDK's extents): its own spelling of the URI.
+        self.qemu_filename = 'nbd+unix://?socket=' + self.socket
         #: For libguestfs: ``add_drive_opts(uri_path, protocol='nbd',
         #: server=export.server, ...)``.
         self.server = ['unix:' + self.socket]

@@ -105,7 +105,9 @@ def test_qemu_img_says_through_the_export_what_it_says_locally(
             assert tail == f.read()
         with remote.export() as export:
             through = nbdclient.qemu_img_info(fmt, export.uri)
+            names = nbdclient.qemu_img_filenames(fmt, export.uri)
         assert through == nbdclient.qemu_img_info(fmt, path)
+        assert set(names) == {export.qemu_filename}
         stats = remote.stats()
     size = os.path.getsize(path)
     assert stats.size == size
