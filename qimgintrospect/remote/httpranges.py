@@ -308,7 +308,7 @@ class RangeReader(object):
     def _send(self, url, range_value):
         retried = False
         while True:
-            headers = self._auth.headers() if self._auth else {}
+            headers = self._credentials('headers')
             headers.update({'Range': range_value,
                             'Accept-Encoding': 'identity'})
             self.requests += 1
@@ -322,11 +322,25 @@ class RangeReader(object):
                     exception.REMOTE_UNREACHABLE,
                     'GET %s (%s): %s' % (url, range_value, err))
             if (response.status_code == 401 and not retried
-                    and self._auth and self._auth.refresh()):
+                    and self._auth and self._credentials('refresh')):
                 response.close()
                 retried = True
                 continue
             return response
+
+    def _credentials(self, call):
+        """``auth.headers()`` or ``auth.refresh()``, failures translated."""
+        if self._auth is None:
+            return {}
+        try:
+            return getattr(self._auth, call)()
+        except Exception as err:
+            # keystoneauth's errors (Keystone refused or unreachable), or
+            # the plugin's credentials file gone.
+            raise exception.UsageError(
+                exception.REMOTE_AUTH,
+                'cannot get credentials for %s: %s: %s'
+                % (self.url, type(err).__name__, err))
 
     def _redirect_target(self, url, response):
         location = response.headers.get('Location')

@@ -9,6 +9,7 @@ makes; each must be refused with its own code.
 import os
 
 from keystoneauth1 import adapter as ks_adapter
+from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import plugin as ks_plugin
 from keystoneauth1 import session as ks_session
 import pytest
@@ -284,6 +285,22 @@ def test_keystoneauth_sessions_and_adapters_lend_their_tokens():
     assert auth.headers() == {'X-Auth-Token': 'token-7'}
     assert auth.refresh()
     assert auth.headers() == {'X-Auth-Token': 'token-8'}
+
+
+class BrokenToken(ks_plugin.BaseAuthPlugin):
+    """A keystoneauth plugin that cannot get a token (Keystone is down)."""
+
+    def get_token(self, session, **kwargs):
+        raise ks_exceptions.ConnectFailure('keystone is down')
+
+
+def test_credentials_that_cannot_be_had_are_an_auth_failure(liar):
+    reader = httpranges.RangeReader.for_session(
+        liar.url('token'), ks_session.Session(auth=BrokenToken()), size=SIZE)
+    err = _code(lambda: reader.read(0, 10))
+    assert err.code == exception.REMOTE_AUTH
+    assert 'keystone is down' in err.message
+    assert reader.requests == 0
 
 
 def test_a_requests_session_gives_its_headers(liar):
