@@ -1,3 +1,32 @@
+"""The one entry of the core: image files in, Glance properties out.
+
+Read :func:`inspect_many` top to bottom to see where every property comes
+from; :func:`inspect` is a batch of one. For each image:
+
+1. :mod:`~qimgintrospect.source` opens the user's file without following
+   links or blocking on FIFOs;
+2. :mod:`~qimgintrospect.inspectors.header` reads only the header, decides
+   the real format and refuses anything unsafe, before any tool runs and
+   before a workspace slot is taken;
+3. :mod:`~qimgintrospect.workspace` gives one of ``max_workers`` slots,
+   where a private copy is made within the quota; the header check is
+   confirmed on the copy, the only file any tool ever sees;
+4. :mod:`~qimgintrospect.inspectors.qemu_img` runs qemu-img on the copy,
+   format forced, under CPU, memory and time caps;
+5. when ``[introspection_guest] enabled``,
+   :mod:`~qimgintrospect.inspectors.guest` looks at the guest OS on the
+   copies in a libguestfs appliance (read-only, format forced, no
+   network): images of one owner share one, which is the slow step (tens
+   of seconds under emulation), so their copies stay in one slot until
+   their appliance is done;
+6. :mod:`~qimgintrospect.normalise` merges the findings into Glance's
+   vocabulary.
+
+Each image's outcome is recorded once, as a result or as the
+:class:`~qimgintrospect.exception.IntrospectionError` that stopped it: one
+broken image fails alone. The front ends (CLI, Glance plugin, audit) call
+only this module.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -10,33 +39,6 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The one entry of the core: an image file in, Glance properties out.
-
-Read :func:`inspect` top to bottom to see where every property comes from:
-
-1. :mod:`~qimgintrospect.source` opens the user's file without following
-   links or blocking on FIFOs;
-2. :mod:`~qimgintrospect.inspectors.header` reads only the header, decides
-   the real format and refuses anything unsafe, before any tool runs;
-3. :mod:`~qimgintrospect.workspace` takes one of ``max_workers`` slots and
-   makes a private copy, within the quota; the header check is confirmed
-   on the copy, the only file any tool ever sees;
-4. :mod:`~qimgintrospect.inspectors.qemu_img` runs qemu-img on the copy,
-   format forced, under CPU, memory and time caps;
-5. when ``[introspection_guest] enabled``,
-   :mod:`~qimgintrospect.inspectors.guest` looks at the guest OS on the
-   copy in a libguestfs appliance (read-only, format forced, no network);
-6. :mod:`~qimgintrospect.normalise` merges the findings into Glance's
-   vocabulary.
-
-:func:`inspect_many` does the same for many images, and lets images of
-one owner share an appliance: that is the slow step (tens of seconds
-under emulation), and the copies of a group stay in one workspace slot
-until their appliance is done.
-
-The front ends (CLI, Glance plugin, audit) call only this module.
-"""
-
 import collections
 from concurrent import futures
 import contextlib
@@ -44,8 +46,10 @@ import contextlib
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from qimgintrospect import diskformats
 from qimgintrospect import exception
 from qimgintrospect.inspectors import guest
+from qimgintrospect.inspectors.guest import stage as guest_stage
 from qimgintrospect.inspectors import header as header_inspector
 from qimgintrospect.inspectors import qemu_img
 from qimgintrospect import normalise
@@ -58,138 +62,171 @@ LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
 opts.register_opts(CONF)
 
+#: One image of a batch: its path, declared Glance disk format (or None:
+#: the detected one, which must still be allowed) and owner (images of
+#: different owners never share a guest appliance, nor do images without
+#: an owner).
+ImageRequest = collections.namedtuple('ImageRequest',
+                                      ['path', 'disk_format', 'owner'])
+ImageRequest.__new__.__defaults__ = (None, None)
 
-def inspect(path, disk_format=None, conf=None):
-    """Inspect the image file at *path*.
+
+def inspect(path, disk_format=None, conf=None, run_guest=True):
+    """Inspect the image file at *path*: a batch of one.
 
     :param path: the image; it is only read, never modified.
     :param disk_format: the Glance disk format the caller declares (qemu's
         ``vpc`` and ``parallels`` are accepted as ``vhd`` and ``ploop``).
         None: use the detected format, which must still be allowed.
     :param conf: oslo.config ConfigOpts; default the global CONF.
+    :param run_guest: False never runs the guest stage, whatever
+        ``[introspection_guest] enabled`` says (the Glance plugin's own
+        switch).
     :returns: :class:`qimgintrospect.normalise.Result` with ``properties``,
         ``details`` and ``warnings``.
     :raises IntrospectionError: and nothing else; its ``code`` names the
         check or step that failed, its ``exit_code`` is 2, 3 or 4. The
         workspace holds nothing of this call once it returns or raises.
     """
-    conf = conf or CONF
-    outcome = _outcome(path, _inspect, path, disk_format, conf)
-    if isinstance(outcome, exception.IntrospectionError):
-        raise outcome
-    return outcome
+    outcome, = _run([ImageRequest(path, disk_format)], conf or CONF,
+                    None, run_guest)
+    return outcome.result()
 
 
-#: One image of a batch: its path, declared Glance disk format (or None)
-#: and owner (images of different owners are never inspected together).
-ImageRequest = collections.namedtuple('ImageRequest',
-                                      ['path', 'disk_format', 'owner'])
-ImageRequest.__new__.__defaults__ = (None, None)
-
-
-def inspect_many(requests, conf=None):
+def inspect_many(requests, conf=None, slot=None, run_guest=True):
     """Inspect several images; one broken image fails alone.
 
-    Images of one ``owner`` are inspected in groups of up to
-    ``[introspection_guest] drives_per_appliance`` that share one guest
-    appliance (when guest detection is enabled). Images of different
-    owners never share an appliance, nor do images without an owner. Up
-    to ``max_workers`` groups are inspected at once.
+    Images of one ``owner`` are inspected in batches of up to
+    :func:`batch_size` that share one guest appliance (when guest
+    detection is enabled); images of different owners never share one.
 
     :param requests: iterable of :class:`ImageRequest`.
+    :param slot: a :class:`~qimgintrospect.workspace.Slot` the caller
+        holds (a front end that downloaded the images into it): every
+        batch is then inspected in it, one after the other, and no other
+        slot is taken. None: up to ``max_workers`` batches at once, each
+        in a slot of its own.
+    :param run_guest: as for :func:`inspect`.
     :returns: a list, in the order of *requests*, holding for each image
         either its :class:`~qimgintrospect.normalise.Result` or the
-        :class:`~qimgintrospect.exception.IntrospectionError` it raised.
+        :class:`~qimgintrospect.exception.IntrospectionError` that stopped
+        it.
     """
-    conf = conf or CONF
-    requests = list(requests)
-    groups = _groups(requests, conf)
-    results = [None] * len(requests)
-    workers = min(len(groups), conf[opts.WORKSPACE_GROUP].max_workers)
-    if workers <= 1:
-        # In the calling thread, so that a slot it lends (a front end that
-        # downloaded the images into it) is the one the group uses.
-        outcomes = [_inspect_group([requests[i] for i in group], conf)
-                    for group in groups]
-    else:
-        with futures.ThreadPoolExecutor(workers) as pool:
-            outcomes = list(pool.map(
-                lambda group: _inspect_group([requests[i] for i in group],
-                                             conf), groups))
-    for group, group_outcomes in zip(groups, outcomes):
-        for index, outcome in zip(group, group_outcomes):
-            results[index] = outcome
-    return results
+    return [outcome.exception() or outcome.result()
+            for outcome in _run(list(requests), conf or CONF, slot,
+                                run_guest)]
 
 
 def batch_size(conf=None):
-    """How many images of one owner :func:`inspect_many` puts together.
+    """How many images of one owner are inspected in one batch.
 
     A front end that gathers images for one call (the audit) gathers this
-    many of one owner: they then form one group, inspected in the calling
-    thread and, with guest detection on, in one appliance.
+    many of one owner, with a :class:`Batches`: they then form one batch,
+    inspected in one slot and, with guest detection on, in one appliance.
     """
     guest_conf = (conf or CONF)[opts.GUEST_GROUP]
     return guest_conf.drives_per_appliance if guest_conf.enabled else 1
 
 
-def _inspect(path, disk_format, conf):
-    # The header is checked before a slot is taken: a refused image never
-    # waits for one, nor touches the workspace.
-    with _checked_source(path, disk_format, conf) as (image, header):
-        with workspace.Workspace.from_conf(conf).slot() as slot:
-            prepared = _copy_and_measure(path, image, header, slot, conf)
-            guest_findings, = _guest_stage([prepared], slot, conf)
-    return _finish(prepared, guest_findings)
+class Batches(object):
+    """Gathers items into batches of up to *size* items of one owner.
 
-
-def _groups(requests, conf):
-    """Split request indexes into the groups that may share an appliance.
-
-    A group holds images of one owner only, at most drives_per_appliance
-    of them (one when guest detection is off: nothing is shared then), in
-    groups of even size so that parallel appliances finish together.
+    The one batching rule of the project, greedy and in order: a batch is
+    complete once it holds *size* items of its owner. Items without an
+    owner (None) are batches of their own: they share nothing with
+    anybody.
     """
-    size = batch_size(conf)
+
+    def __init__(self, size):
+        self.size = size
+        self._by_owner = collections.OrderedDict()
+
+    def __len__(self):
+        return sum(len(items) for items in self._by_owner.values())
+
+    def add(self, item, owner):
+        """Gather *item*; return the batches it completed (0 or 1)."""
+        if owner is None or self.size <= 1:
+            return [[item]]
+        items = self._by_owner.setdefault(owner, [])
+        items.append(item)
+        if len(items) < self.size:
+            return []
+        del self._by_owner[owner]
+        return [items]
+
+    def flush(self):
+        """Return the batches still gathering, and forget them."""
+        batches = list(self._by_owner.values())
+        self._by_owner.clear()
+        return batches
+
+
+def incomplete(result):
+    """True when *result* lacks a stage that may succeed on another run.
+
+    The guest stage could not run (no appliance could start on this host)
+    or libguestfs failed part-way: the format properties stand, the OS
+    properties are missing. A record of such a result should not be kept
+    as the image's answer (the audit asks again next run).
+    """
+    return result.details.get(guest_stage.KEY) in guest_stage.RETRIABLE
+
+
+def _run(requests, conf, slot, run_guest):
+    """One :class:`~concurrent.futures.Future` per request, all done."""
+    outcomes = [futures.Future() for _ in requests]
+    batches = Batches(batch_size(conf) if run_guest else 1)
     groups = []
-    by_owner = {}
     for index, request in enumerate(requests):
-        if request.owner is None:
-            groups.append([index])
-        else:
-            by_owner.setdefault(request.owner, []).append(index)
-    for indexes in by_owner.values():
-        count = -(-len(indexes) // size)
-        bounds = [len(indexes) * i // count for i in range(count + 1)]
-        groups += [indexes[bounds[i]:bounds[i + 1]] for i in range(count)]
-    return groups
+        groups += batches.add(index, request.owner)
+    groups += batches.flush()
+
+    def inspect_group(group):
+        _inspect_batch([requests[i] for i in group],
+                       [outcomes[i] for i in group], conf, slot, run_guest)
+
+    workers = min(len(groups), conf[opts.WORKSPACE_GROUP].max_workers)
+    if slot is not None or workers <= 1:
+        for group in groups:
+            inspect_group(group)
+    else:
+        with futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(inspect_group, groups))
+    return outcomes
 
 
-def _inspect_group(batch, conf):
-    """Inspect one group of requests; return an outcome per request.
-
-    Each image gets its own header check, copy and qemu-img run; the
-    copies stay in one workspace slot until their shared guest appliance
-    is done.
-    """
-    def run():
-        with workspace.Workspace.from_conf(conf).slot() as slot:
-            outcomes = [
-                _outcome(request.path, _prepare, request, slot, conf)
-                for request in batch]
-            ready = [n for n, outcome in enumerate(outcomes)
-                     if isinstance(outcome, _Prepared)]
-            found = _guest_stage([outcomes[n] for n in ready], slot, conf)
-        for n, guest_findings in zip(ready, found):
-            outcomes[n] = _outcome(batch[n].path, _finish, outcomes[n],
-                                   guest_findings)
-        return outcomes
-
-    group_outcome = _outcome(', '.join(r.path for r in batch), run)
-    if isinstance(group_outcome, exception.IntrospectionError):
-        # The slot itself could not be had (workspace busy or unusable).
-        return [group_outcome] * len(batch)
-    return group_outcome
+def _inspect_batch(requests, outcomes, conf, slot, run_guest):
+    """Inspect one batch; set each image's outcome."""
+    with contextlib.ExitStack() as stack:
+        checked = []
+        # Headers first, before a slot is taken: a refused image never
+        # waits for one, nor touches the workspace. Each source stays open
+        # (what was checked is what is copied) until its copy is made.
+        for request, outcome in zip(requests, outcomes):
+            opened = stack.enter_context(contextlib.ExitStack())
+            with _recorded(outcome, request.path):
+                checked.append((request, outcome, opened,
+                                opened.enter_context(_checked_source(
+                                    request.path, request.disk_format,
+                                    conf))))
+        if not checked:
+            return
+        with _recorded_for_all([c[1] for c in checked], requests):
+            if slot is None:
+                slot = stack.enter_context(
+                    workspace.Workspace.from_conf(conf).slot())
+            prepared = []
+            for request, outcome, opened, (image, header) in checked:
+                with opened, _recorded(outcome, request.path):
+                    prepared.append((outcome, _copy_and_measure(
+                        request.path, image, header, slot, conf)))
+            found = _guest_findings([p for _, p in prepared], slot, conf,
+                                    run_guest)
+            for (outcome, image), guest_findings in zip(prepared, found):
+                with _recorded(outcome, image.path):
+                    outcome.set_result(_finish(image, guest_findings,
+                                               conf))
 
 
 #: An image that passed the header check and qemu-img, with its findings
@@ -198,16 +235,10 @@ _Prepared = collections.namedtuple(
     '_Prepared', ['path', 'header', 'qemu_findings', 'copy_path'])
 
 
-def _prepare(request, slot, conf):
-    with _checked_source(request.path, request.disk_format, conf) as (
-            image, header):
-        return _copy_and_measure(request.path, image, header, slot, conf)
-
-
 @contextlib.contextmanager
 def _checked_source(path, disk_format, conf):
     """Open *path* and check its header; yield (source image, header)."""
-    declared_format = normalise.glance_disk_format(disk_format)
+    declared_format = diskformats.glance_name(disk_format)
     with source.open_image(path) as image:
         yield image, header_inspector.inspect(image.fd, image.size,
                                               declared_format, conf)
@@ -220,51 +251,64 @@ def _copy_and_measure(path, image, header, slot, conf):
     return _Prepared(path, header, qemu_findings, copy.path)
 
 
-def _guest_stage(prepared, slot, conf):
-    """Guest findings for each prepared image: a dict, or its error.
-
-    When libguestfs is unusable the OS properties are skipped with a
-    warning, unless fail_if_unavailable makes that the image's error.
-    """
-    guest_conf = conf[opts.GUEST_GROUP]
-    if not guest_conf.enabled or not prepared:
-        return [{}] * len(prepared)
+def _guest_findings(prepared, slot, conf, run_guest):
+    """Guest findings for each prepared image: None, a dict, or its error."""
+    if not (run_guest and conf[opts.GUEST_GROUP].enabled) or not prepared:
+        return [None] * len(prepared)
     images = [guest.GuestImage(p.copy_path, p.header.format, p.path)
               for p in prepared]
-    found = guest.inspect_images(images, conf, slot.directory)
-    return [_unavailable_as_warning(f, guest_conf) for f in found]
+    return guest.inspect_images(images, conf, slot.directory)
 
 
-def _unavailable_as_warning(found, guest_conf):
-    if (isinstance(found, exception.IntrospectionError)
-            and found.code == exception.GUEST_UNAVAILABLE
-            and not guest_conf.fail_if_unavailable):
-        return {'warnings': ['guest OS properties not set: %s (%s)'
-                             % (found.message, found.code)]}
-    return found
+def _finish(prepared, guest_findings, conf):
+    """Merge the findings of one image into its Result.
 
-
-def _finish(prepared, guest_findings):
+    :param guest_findings: None (no guest stage), a findings dict, or the
+        IntrospectionError of the image's guest stage: raised, except
+        guest-unavailable, which is a warning unless fail_if_unavailable.
+    """
     if isinstance(guest_findings, exception.IntrospectionError):
-        raise guest_findings
+        if (guest_findings.code != exception.GUEST_UNAVAILABLE
+                or conf[opts.GUEST_GROUP].fail_if_unavailable):
+            raise guest_findings
+        guest_findings = guest_stage.findings(
+            guest_stage.UNAVAILABLE, 'guest OS properties not set: %s (%s)'
+            % (guest_findings.message, guest_findings.code))
     header = prepared.header
     return normalise.merge(dict(header.findings, warnings=header.warnings),
-                           prepared.qemu_findings, guest_findings)
+                           prepared.qemu_findings, guest_findings or {})
 
 
-def _outcome(path, func, *args):
-    """Return ``func(*args)``, or the IntrospectionError it raised.
+@contextlib.contextmanager
+def _recorded(outcome, path):
+    """Record an error raised in the block as *outcome*'s exception.
 
-    Any other exception is a bug: it is logged with its traceback and
-    becomes internal-error.
+    Any error but an IntrospectionError is a bug: it is logged with its
+    traceback and recorded as internal-error.
     """
     try:
-        return func(*args)
+        yield
     except exception.IntrospectionError as err:
         LOG.info('%s: %s (%s)', path, err.message, err.code)
-        return err
+        outcome.set_exception(err)
     except Exception as err:
         LOG.exception('unexpected error inspecting %s', path)
-        return exception.InspectionFailed(
+        outcome.set_exception(exception.InspectionFailed(
             exception.INTERNAL_ERROR,
-            'unexpected error: %s: %s' % (type(err).__name__, err))
+            'unexpected error: %s: %s' % (type(err).__name__, err)))
+
+
+@contextlib.contextmanager
+def _recorded_for_all(outcomes, requests):
+    """Record an error of the block as every unset outcome's exception.
+
+    For what stops a whole batch (no workspace slot to be had).
+    """
+    label = ', '.join(r.path for r in requests)
+    shared = futures.Future()
+    with _recorded(shared, label):
+        yield
+    if shared.done():
+        for outcome in outcomes:
+            if not outcome.done():
+                outcome.set_exception(shared.exception())

@@ -29,24 +29,14 @@ compares them, so a drift fails the build).
 import collections
 import re
 
-from qimgintrospect import exception
-from qimgintrospect import opts
+from qimgintrospect import diskformats
 
-#: Glance disk format -> qemu block driver that reads it.
-QEMU_DRIVERS = {
-    'raw': 'raw', 'iso': 'raw', 'qcow2': 'qcow2', 'vmdk': 'vmdk',
-    'vhd': 'vpc', 'vhdx': 'vhdx', 'vdi': 'vdi', 'ploop': 'parallels',
-    'qed': 'qed', 'luks': 'luks',
-}
-#: Names people also use for a Glance disk format (qemu's, mostly).
-_FORMAT_ALIASES = {'vpc': 'vhd', 'parallels': 'ploop'}
-
-#: VMDK createType (lower case) -> Glance/Nova vmware_disktype.
+#: VMDK createType (lower case) -> Glance/Nova vmware_disktype. Only the
+#: hosted sparse types: a VMDK whose data is in other files (flat, vmfs:
+#: Glance's "preallocated") is refused before it gets here.
 VMWARE_DISKTYPES = {
     'streamoptimized': 'streamOptimized',
     'monolithicsparse': 'sparse',
-    'monolithicflat': 'preallocated',
-    'vmfs': 'preallocated',
 }
 
 #: VMDK ddb.adapterType (lower case) -> Glance/Nova vmware_adaptertype.
@@ -194,7 +184,8 @@ Property = collections.namedtuple('Property', ['kind', 'allowed', 'core'])
 
 #: Property -> (kind, allowed values or None, is it a core image attribute).
 VOCABULARY = {
-    'disk_format': Property(str, frozenset(opts.GLANCE_DISK_FORMATS), True),
+    'disk_format': Property(str, frozenset(diskformats.GLANCE_DISK_FORMATS),
+                            True),
     'virtual_size': Property(int, None, True),
     'vmware_disktype': Property(
         str, frozenset(['streamOptimized', 'sparse', 'preallocated']), False),
@@ -230,22 +221,6 @@ class Result(object):
         return 'Result(%r)' % self.to_dict()
 
 
-def glance_disk_format(name):
-    """Return the Glance spelling of a disk format name, or None for None.
-
-    :raises UsageError: unknown-format-name.
-    """
-    if name is None:
-        return None
-    key = _FORMAT_ALIASES.get(name.lower(), name.lower())
-    if key not in QEMU_DRIVERS:
-        raise exception.UsageError(
-            exception.UNKNOWN_FORMAT_NAME,
-            'unknown disk format %r (known: %s)'
-            % (name, ', '.join(sorted(QEMU_DRIVERS))))
-    return key
-
-
 def merge(*sources):
     """Merge raw findings into a :class:`Result`.
 
@@ -270,7 +245,7 @@ def merge(*sources):
     if create_type:
         properties['vmware_disktype'] = VMWARE_DISKTYPES.get(
             create_type.lower())
-    adapter = findings.pop('vmdk_adapter_type', None)
+    adapter = findings.get('vmdk_adapter_type')
     if adapter:
         properties['vmware_adaptertype'] = VMWARE_ADAPTERTYPES.get(
             adapter.lower())

@@ -22,16 +22,12 @@ front end calls before reading an option.
 """
 
 from oslo_config import cfg
+from oslo_utils import units
 
-GiB = 1024 ** 3
-MiB = 1024 ** 2
+from qimgintrospect import diskformats
 
 #: Stack size of every qemu-img thread, and stack cap of the run.
-QEMU_IMG_STACK_SIZE = 2 * MiB
-
-#: Disk formats Glance knows, in Glance's spelling.
-GLANCE_DISK_FORMATS = ('raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi', 'iso',
-                       'ploop', 'qed', 'luks')
+QEMU_IMG_STACK_SIZE = 2 * units.Mi
 
 QEMU_IMG_GROUP = 'introspection_qemu_img'
 WORKSPACE_GROUP = 'introspection_workspace'
@@ -59,8 +55,8 @@ qemu_img_opts = [
                     'value Nova uses). A run that reaches it is killed and '
                     'the image is reported with qemu-img-limit-exceeded.'),
     cfg.IntOpt('address_space',
-               default=1 * GiB,
-               min=16 * MiB,
+               default=1 * units.Gi,
+               min=16 * units.Mi,
                help='Address-space cap for one qemu-img run, in bytes '
                     '(default 1 GiB, as Nova). A header that makes '
                     'qemu-img allocate past it ends the run with '
@@ -127,7 +123,8 @@ workspace_opts = [
 formats_opts = [
     cfg.ListOpt('allowed_formats',
                 default=['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi', 'iso'],
-                item_type=cfg.types.String(choices=GLANCE_DISK_FORMATS),
+                item_type=cfg.types.String(
+                    choices=diskformats.GLANCE_DISK_FORMATS),
                 help='Disk formats, in Glance\'s spelling, that are '
                      'inspected. Any other detected or declared format is '
                      'refused with format-not-allowed. qed, luks and ploop '

@@ -33,9 +33,9 @@ Guarantees:
   read and write only the allocated ranges (SEEK_DATA/SEEK_HOLE), cut at
   the size the source had when it was opened;
 * a stream (a Glance download) is written into a slot with
-  :meth:`Slot.receive` under the same quota; :meth:`Slot.lend` lets the
-  core inspect it in that same slot, so one image never holds two of the
-  max_workers slots.
+  :meth:`Slot.receive` under the same quota; the front end then hands that
+  slot to the core (:func:`qimgintrospect.api.inspect_many`'s ``slot``),
+  so one image never holds two of the max_workers slots.
 """
 
 import collections
@@ -51,6 +51,7 @@ import time
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
+from oslo_utils import units
 import psutil
 
 from qimgintrospect import exception
@@ -58,20 +59,18 @@ from qimgintrospect import opts
 
 LOG = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
 _FICLONE = 0x40049409
 _POLL_INTERVAL = 0.2
-_COPY_CHUNK = 8 * MiB
+_COPY_CHUNK = 8 * units.Mi
 
-#: A private copy: path, bytes_copied (data actually written) and method
-#: ('reflink' or 'sparse').
+#: A file made in a slot: its path, size (bytes), bytes_copied (data
+#: actually written; 0 for a reflink) and method ('reflink' or 'sparse' for
+#: a private copy, 'stream' for a received download).
 Copy = collections.namedtuple('Copy', ['path', 'size', 'bytes_copied',
                                        'method'])
 
 _swept = set()
 _swept_lock = threading.Lock()
-# Workspace directory -> the Slot this thread lends to nested slot() calls.
-_lent = threading.local()
 
 
 class Workspace(object):
@@ -89,8 +88,8 @@ class Workspace(object):
     @classmethod
     def from_conf(cls, conf):
         group = conf[opts.WORKSPACE_GROUP]
-        return cls(group.directory, group.quota_mb * MiB,
-                   group.min_free_mb * MiB, group.max_workers,
+        return cls(group.directory, group.quota_mb * units.Mi,
+                   group.min_free_mb * units.Mi, group.max_workers,
                    group.slot_wait_timeout)
 
     def ensure(self):
@@ -141,15 +140,10 @@ class Workspace(object):
     def slot(self):
         """Hold one of the max_workers slots for the duration of the block.
 
-        A slot this thread lends with :meth:`Slot.lend` is yielded as it
-        is instead: not wiped, not released at the end of the block.
+        The slot's directory is empty on entry and emptied on exit.
 
         :raises InspectionFailed: workspace-busy, workspace-unusable.
         """
-        lent = getattr(_lent, 'slots', {}).get(self.directory)
-        if lent is not None:
-            yield lent
-            return
         self.ensure()
         deadline = time.monotonic() + self.slot_wait_timeout
         while True:
@@ -244,22 +238,6 @@ class Slot(object):
             os.unlink(self._reservation)
         return existed
 
-    @contextlib.contextmanager
-    def lend(self):
-        """Make this thread's nested ``slot()`` calls use this slot.
-
-        For a front end that receives a download into this slot and then
-        calls the core, which takes a slot of its own: without this, one
-        image would hold two slots, and max_workers such images could wait
-        on each other until slot_wait_timeout.
-        """
-        slots = _lent.__dict__.setdefault('slots', {})
-        slots[self.workspace.directory] = self
-        try:
-            yield self
-        finally:
-            del slots[self.workspace.directory]
-
     def receive(self, chunks, size):
         """Write the byte strings *chunks*, *size* bytes in all, to a file.
 
@@ -329,6 +307,19 @@ class Slot(object):
                 % (source.path, err.strerror))
         finally:
             os.close(fd)
+
+    def reserve(self, nbytes, what):
+        """Count *nbytes* against the quota until the slot is released.
+
+        For files a caller writes into :attr:`directory` itself (the
+        block cache of a remote image read by ranges), as
+        :meth:`private_copy` and :meth:`receive` do for theirs.
+
+        :param what: names the file in the error message.
+        :raises InspectionFailed: workspace-quota-exceeded,
+            workspace-no-space.
+        """
+        self._reserve(nbytes, what)
 
     def _reserve(self, nbytes, what):
         workspace = self.workspace

@@ -29,8 +29,8 @@ import subprocess
 import tempfile
 
 from qimgintrospect import api
+from qimgintrospect import diskformats
 from qimgintrospect import exception
-from qimgintrospect import normalise
 
 #: What qemu guessed for one image: its driver name, and whether
 #: ``qemu-img info`` then opened the image.
@@ -190,7 +190,7 @@ class Comparison(collections.namedtuple(
         """The driver qemu's probe picks for an image of *disk_format*."""
         if disk_format in ('raw', 'iso') or subformat == 'fixed':
             return 'raw'
-        return normalise.QEMU_DRIVERS[disk_format]
+        return diskformats.QEMU_DRIVERS[disk_format]
 
 
 def compare(sandbox, name, path, declared, conf):

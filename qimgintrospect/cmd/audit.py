@@ -34,6 +34,8 @@ from qimgintrospect.cmd import common
 from qimgintrospect.cmd import glance as glance_cmd
 from qimgintrospect.glance import audit
 from qimgintrospect.glance import client as glance_client
+from qimgintrospect.glance import report as report_mod
+from qimgintrospect.glance import state as state_mod
 
 CONF = cfg.CONF
 
@@ -112,7 +114,7 @@ class Audit(common.ErrorReporting, lister.Lister):
         def progress(image, outcome, unchanged):
             bar.update(1)
 
-        with audit.state_store(CONF, parsed_args.state_file) as state:
+        with state_mod.state_store(CONF, parsed_args.state_file) as state:
             run = audit.Audit(client, CONF, state,
                               glance_cmd.policy_from(parsed_args),
                               max_images=parsed_args.max_images,
@@ -127,8 +129,8 @@ class Audit(common.ErrorReporting, lister.Lister):
             finally:
                 bar.close()
         self._summary = report.summary(CONF)
-        return audit.COLUMNS, glance_cmd.display_rows(parsed_args,
-                                                      report.rows)
+        return report_mod.COLUMNS, glance_cmd.display_rows(parsed_args,
+                                                           report.rows)
 
     def produce_output(self, parsed_args, column_names, data):
         if parsed_args.formatter in ('json', 'yaml'):
@@ -171,9 +173,10 @@ def format_summary(summary):
         '',
         'Images: %(listed)d listed, %(inspected)d inspected, %(unchanged)d '
         'unchanged since the last run, %(refused)d refused, %(failed)d '
-        'failed, %(not_inspected)d not inspectable, %(deferred)d left for '
-        'the next run; %(differing)d differ, %(changed)d changed in Glance.'
-        % images,
+        'failed, %(incomplete)d without their guest OS properties (asked '
+        'again next run), %(not_inspected)d not inspectable, %(deferred)d '
+        'left for the next run; %(differing)d differ, %(changed)d changed '
+        'in Glance.' % images,
         'Image sizes (%d images, %s in all): min %s, median %s, mean %s, '
         '90%% under %s, max %s.' % (
             sizes['count'], _size(sizes['total']), _size(sizes['min']),

@@ -24,8 +24,8 @@ from oslo_config import cfg
 from qimgintrospect.cmd import common
 from qimgintrospect.cmd import shell
 from qimgintrospect import exception
-from qimgintrospect.glance import audit
 from qimgintrospect.glance import client as glance_client
+from qimgintrospect.glance import report as report_mod
 
 CONF = cfg.CONF
 
@@ -63,9 +63,9 @@ def add_policy_arguments(parser):
 
 
 def policy_from(parsed_args):
-    return audit.Policy(apply=parsed_args.apply,
-                        overwrite=not parsed_args.only_missing,
-                        remove_stale=parsed_args.remove_stale)
+    return report_mod.Policy(apply=parsed_args.apply,
+                             overwrite=not parsed_args.only_missing,
+                             remove_stale=parsed_args.remove_stale)
 
 
 def display_rows(parsed_args, rows):
@@ -107,7 +107,7 @@ class GlanceImages(common.ErrorReporting, lister.Lister):
                     raise
                 outcome = err
                 self._worst = max(self._worst, err.exit_code)
-            image_rows, _ = audit.image_rows(client, image, outcome, policy,
-                                             include_same=True)
+            image_rows, _ = report_mod.image_rows(
+                client, image, outcome, policy, include_same=True)
             rows.extend(image_rows)
-        return audit.COLUMNS, display_rows(parsed_args, rows)
+        return report_mod.COLUMNS, display_rows(parsed_args, rows)

@@ -15,11 +15,14 @@
 * :mod:`.plugin`: the image-import plugin that runs inside glance-api
   (entry point ``qimgintrospect`` in ``glance.image_import.plugins``);
 * :mod:`.client`: keystoneauth sessions, a python-glanceclient, and the
-  download of an image into a workspace slot;
+  download of images into a workspace slot, inspected there;
 * :mod:`.properties`: what differs between Glance's properties and the
   image's, and what to do about it (shared by all three front ends);
-* :mod:`.audit`: the catalogue walk, its state store and its report.
+* :mod:`.report`: the rows and counts of a report (``glance``, ``audit``);
+* :mod:`.audit`: the catalogue walk; :mod:`.state`: what it learnt, per
+  image and checksum; :mod:`.sizing`: the catalogue's sizes and the
+  workspace they need.
 
 None of them looks inside an image: they call
-:func:`qimgintrospect.api.inspect`.
+:func:`qimgintrospect.api.inspect` or :func:`qimgintrospect.api.inspect_many`.
 """

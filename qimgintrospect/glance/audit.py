@@ -1,3 +1,15 @@
+"""The audit of a Glance catalogue: the walk, batched and resumable.
+
+:class:`Audit` walks the catalogue page by page, gathers up to
+:func:`~qimgintrospect.api.batch_size` images of one owner into a batch
+(:class:`~qimgintrospect.api.Batches`, the core's own rule), inspects up
+to ``max_workers`` batches at once (each downloaded into one workspace
+slot and inspected together by
+:func:`~qimgintrospect.glance.client.inspect_images`: one guest appliance
+per batch), and reports (:mod:`~qimgintrospect.glance.report`) and, when
+asked, writes back what differs. What each image said is kept in the
+:mod:`~qimgintrospect.glance.state` store as soon as it is known.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -10,72 +22,23 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The audit of a Glance catalogue, and what ``glance IMAGE_ID`` shares.
 
-:class:`Audit` walks the catalogue page by page, inspects up to
-``max_workers`` batches at once (up to :func:`~qimgintrospect.api.batch_size`
-images of one owner, downloaded into one workspace slot and inspected
-together by :func:`~qimgintrospect.glance.client.inspect_images`: one
-guest appliance per batch), compares what each
-image says with what Glance has (:mod:`~qimgintrospect.glance.properties`)
-and, when asked, writes the difference back.
-
-:class:`StateStore` makes the audit resumable: what an image said is
-committed, per image id and checksum, as soon as it is known. A later run
-downloads only images that are new or whose data changed (the report is
-still complete: unchanged images are compared from the record), and a run
-that was interrupted continues where it stopped.
-"""
-
-import collections
-import contextlib
-import datetime
-import hashlib
-import json
-import os
 import queue
-import sqlite3
-import statistics
 import threading
 
 from concurrent import futures
 from oslo_log import log as logging
-import pbr.version
 
 from qimgintrospect import api
 from qimgintrospect import exception
 from qimgintrospect.glance import client as glance_client
-from qimgintrospect.glance import properties
-from qimgintrospect import normalise
+from qimgintrospect.glance import report as report_mod
 from qimgintrospect import opts
 
 LOG = logging.getLogger(__name__)
 
-#: One line of a report. ``difference`` is a kind from
-#: :mod:`~qimgintrospect.glance.properties`, or, for an image that was not
-#: compared, ``refused``, ``failed`` or ``not-inspected`` with the reason
-#: in ``note``.
-Row = collections.namedtuple('Row', [
-    'image_id', 'owner', 'property', 'glance', 'image', 'difference',
-    'action', 'note'])
-COLUMNS = Row._fields
-
 #: Seconds an interrupted run waits for its downloads to stop.
 INTERRUPT_GRACE = 5
-
-REFUSED = 'refused'
-FAILED = 'failed'
-NOT_INSPECTED = 'not-inspected'
-
-#: Action column: what the policy chose, as done or as it would be done.
-_ACTION_WORDS = {
-    # action: (without --apply, with --apply)
-    properties.SET: ('would set', 'set'),
-    properties.REMOVE: ('would remove', 'removed'),
-    properties.KEEP: ('kept', 'kept'),
-    properties.READ_ONLY: ('read-only', 'read-only'),
-    properties.NOTHING: ('', ''),
-}
 
 #: Errors that say nothing about the image's data: not recorded, so the
 #: next run tries again.
@@ -90,228 +53,10 @@ TRANSIENT = frozenset([
     exception.GUEST_UNAVAILABLE, exception.GUEST_TIMEOUT,
 ])
 
-_CATEGORIES = {cls.exit_code: cls for cls in (
-    exception.UsageError, exception.ImageRefused, exception.InspectionFailed)}
-
-
-class Policy(collections.namedtuple('Policy', [
-        'apply', 'overwrite', 'remove_stale'])):
-    """What to do about differences: write them or not, and which."""
-
-    __slots__ = ()
-
-    def __new__(cls, apply=False, overwrite=True, remove_stale=False):
-        return super().__new__(cls, apply, overwrite, remove_stale)
-
 
 def checksum_of(image):
     """The key of the image's data: its multihash, else its MD5, or None."""
     return image.get('os_hash_value') or image.get('checksum')
-
-
-def image_rows(client, image, outcome, policy, include_same=False):
-    """Compare one image's outcome with Glance and apply the policy.
-
-    :param outcome: a :class:`~qimgintrospect.normalise.Result` or the
-        :class:`~qimgintrospect.exception.IntrospectionError` the image
-        raised.
-    :returns: ``(rows, changed)``: the report lines for this image and
-        whether Glance was changed.
-    """
-    image_id, owner = image['id'], image.get('owner')
-    if isinstance(outcome, exception.IntrospectionError):
-        kind = {exception.EXIT_REFUSED: REFUSED,
-                exception.EXIT_FAILED: FAILED}.get(outcome.exit_code,
-                                                   NOT_INSPECTED)
-        note = '%s: %s' % (outcome.code, outcome.message)
-        return [Row(image_id, owner, '', None, None, kind, '', note)], False
-
-    differences = properties.compare(
-        outcome.properties, image, overwrite=policy.overwrite,
-        remove_stale=policy.remove_stale)
-    to_set, to_remove = properties.changes(differences)
-    note = ''
-    changed = False
-    if policy.apply and (to_set or to_remove):
-        try:
-            glance_client.update_image(client, image_id, to_set, to_remove)
-            changed = True
-        except exception.IntrospectionError as err:
-            note = '%s: %s' % (err.code, err.message)
-    rows = []
-    for d in differences:
-        if d.kind == properties.SAME and not include_same:
-            continue
-        words = _ACTION_WORDS[d.action]
-        rows.append(Row(image_id, owner, d.name, d.glance, d.image, d.kind,
-                        words[1] if changed else words[0],
-                        note if d.action in (properties.SET,
-                                             properties.REMOVE) else ''))
-    return rows, changed
-
-
-class StateStore(object):
-    """What the audit learnt, per image id and checksum, in a SQLite file.
-
-    Each :meth:`put` is its own transaction, so whatever was recorded
-    before an interruption is there for the next run. A record made under
-    another *version* (see :func:`fingerprint`) does not count: that
-    version, or that configuration, may have found other properties.
-    """
-
-    _SCHEMA = """
-        CREATE TABLE IF NOT EXISTS inspected (
-            image_id TEXT PRIMARY KEY,
-            checksum TEXT NOT NULL,
-            version TEXT NOT NULL,
-            inspected_at TEXT NOT NULL,
-            outcome TEXT NOT NULL
-        )"""
-
-    def __init__(self, path, version=None):
-        self.path = path
-        self.version = version or pbr.version.VersionInfo(
-            'qimgintrospect').version_string()
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            self._db = sqlite3.connect(path)
-            with self._db:
-                self._db.execute(self._SCHEMA)
-        except (OSError, sqlite3.Error) as err:
-            raise exception.UsageError(
-                exception.STATE_FILE_UNUSABLE,
-                'audit state file %s: %s' % (path, err))
-
-    def get(self, image_id, checksum):
-        """The outcome recorded for this image at this checksum, or None."""
-        row = self._db.execute(
-            'SELECT outcome FROM inspected WHERE image_id = ? AND '
-            'checksum = ? AND version = ?',
-            (image_id, checksum, self.version)).fetchone()
-        return None if row is None else _decode(json.loads(row[0]))
-
-    def put(self, image_id, checksum, outcome):
-        """Record *outcome* (a Result or an IntrospectionError)."""
-        with self._db:
-            self._db.execute(
-                'INSERT OR REPLACE INTO inspected VALUES (?, ?, ?, ?, ?)',
-                (image_id, checksum, self.version,
-                 datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                 json.dumps(_encode(outcome), sort_keys=True)))
-
-    def count(self):
-        return self._db.execute('SELECT COUNT(*) FROM inspected').fetchone()[0]
-
-    def close(self):
-        self._db.close()
-
-
-def _encode(outcome):
-    if isinstance(outcome, exception.IntrospectionError):
-        return {'error': outcome.to_dict()}
-    return {'result': outcome.to_dict()}
-
-
-def _decode(record):
-    if 'error' in record:
-        code = record['error']['code']
-        category = _CATEGORIES.get(exception.CODES.get(code, (None,))[0])
-        if category is None:
-            return None
-        return category(code, record['error']['message'])
-    result = record['result']
-    return normalise.Result(result['properties'], result['details'],
-                            result['warnings'])
-
-
-class Counts(object):
-    """How many images a run saw, and what became of them."""
-
-    FIELDS = ('listed', 'inspected', 'unchanged', 'refused', 'failed',
-              'not_inspected', 'deferred', 'differing', 'changed')
-
-    def __init__(self):
-        for field in self.FIELDS:
-            setattr(self, field, 0)
-
-    def to_dict(self):
-        return {field: getattr(self, field) for field in self.FIELDS}
-
-
-class Report(object):
-    """The rows of a run, its counts and the sizes of the images listed."""
-
-    def __init__(self):
-        self.rows = []
-        self.counts = Counts()
-        self.sizes = []
-
-    def summary(self, conf):
-        """Counts, the image-size distribution and the workspace it needs."""
-        return {'images': self.counts.to_dict(),
-                'sizes': size_distribution(self.sizes),
-                'workspace': workspace_needs(self.sizes, conf)}
-
-
-#: Buckets of the size distribution: (upper bound in bytes, label).
-SIZE_BUCKETS = (
-    (100 * 1024 ** 2, '< 100 MiB'),
-    (1024 ** 3, '100 MiB - 1 GiB'),
-    (10 * 1024 ** 3, '1 - 10 GiB'),
-    (100 * 1024 ** 3, '10 - 100 GiB'),
-    (None, '>= 100 GiB'),
-)
-
-
-def size_distribution(sizes):
-    """Count, total, min, median, mean, 90th percentile, max and buckets.
-
-    Every figure is in bytes; all are 0 for an empty catalogue.
-    """
-    ordered = sorted(sizes)
-    buckets = collections.OrderedDict((label, 0) for _, label in SIZE_BUCKETS)
-    for size in ordered:
-        for bound, label in SIZE_BUCKETS:
-            if bound is None or size < bound:
-                buckets[label] += 1
-                break
-    if not ordered:
-        figures = dict.fromkeys(('min', 'median', 'mean', 'p90', 'max'), 0)
-    else:
-        figures = {
-            'min': ordered[0],
-            'median': int(statistics.median(ordered)),
-            'mean': int(statistics.fmean(ordered)),
-            'p90': ordered[min(len(ordered) - 1,
-                               (len(ordered) * 9 + 9) // 10 - 1)],
-            'max': ordered[-1],
-        }
-    return dict(figures, count=len(ordered), total=sum(ordered),
-                buckets=[{'range': label, 'count': count}
-                         for label, count in buckets.items()])
-
-
-def workspace_needs(sizes, conf):
-    """The workspace quota ``max_workers`` needs for this catalogue.
-
-    Each image being inspected holds its download and the core's private
-    copy of it, both counted against the quota: twice its size.
-
-    :returns: ``max_workers``, the configured ``quota_bytes``,
-        ``needed_bytes`` (the max_workers largest images at once, so any
-        mix of images fits), ``typical_bytes`` (max_workers images of the
-        mean size) and ``enough`` (whether the quota covers needed_bytes).
-    """
-    group = conf[opts.WORKSPACE_GROUP]
-    workers = group.max_workers
-    largest = sorted(sizes)[-workers:]
-    needed = 2 * sum(largest)
-    mean = statistics.fmean(sizes) if sizes else 0
-    quota = group.quota_mb * 1024 ** 2
-    return {'max_workers': workers, 'quota_bytes': quota,
-            'needed_bytes': needed, 'typical_bytes': int(2 * workers * mean),
-            'enough': needed <= quota}
 
 
 class Audit(object):
@@ -320,8 +65,8 @@ class Audit(object):
     :param client: a python-glanceclient v2 client (admin credentials see
         every tenant's images).
     :param conf: the oslo.config options (workspace, audit).
-    :param state: a :class:`StateStore`.
-    :param policy: a :class:`Policy`.
+    :param state: a :class:`~qimgintrospect.glance.state.StateStore`.
+    :param policy: a :class:`~qimgintrospect.glance.report.Policy`.
     :param max_images: inspect at most this many images in this run (the
         rest are counted as deferred, for the next run); None: no limit.
     :param progress: called in the calling thread as
@@ -342,16 +87,16 @@ class Audit(object):
         self.batch_size = api.batch_size(conf)
 
     def run(self, filters):
-        """Walk the images that match *filters* and return a :class:`Report`.
+        """Walk the images that match *filters*; return their Report.
 
         If the run is interrupted (an exception, KeyboardInterrupt, the
         SystemExit of a signal), the downloads under way stop at their next
         chunk, their slots are emptied, and what was recorded stays.
         """
-        report = Report()
+        report = report_mod.Report()
         stop = threading.Event()
         pending = {}
-        gathering = _Batches(self.batch_size)
+        gathering = api.Batches(self.batch_size)
         pool = _DaemonPool(self.workers)
 
         def submit(batch):
@@ -363,7 +108,7 @@ class Audit(object):
                 self.conf[opts.AUDIT_GROUP].page_size)
             for image in listing:
                 if self._needs_inspection(image, report, pending, gathering):
-                    for batch in gathering.add(image):
+                    for batch in gathering.add(image, image.get('owner')):
                         submit(batch)
                 # Two batches waiting per worker keep every worker busy
                 # without holding the whole catalogue in memory.
@@ -440,10 +185,24 @@ class Audit(object):
             batch = pending.pop(future)
             for image, outcome in zip(batch, future.result()):
                 report.counts.inspected += 1
-                code = getattr(outcome, 'code', None)
-                if code not in TRANSIENT and checksum_of(image):
+                if self._settled(outcome, report) and checksum_of(image):
                     self.state.put(image['id'], checksum_of(image), outcome)
                 self._finish(image, outcome, report, unchanged=False)
+
+    @staticmethod
+    def _settled(outcome, report):
+        """True when *outcome* is the image's answer, to be recorded.
+
+        Not when it says nothing about the image's data (a transient
+        error), nor when a stage is missing that may succeed next time
+        (the guest appliance could not start): the next run asks again.
+        """
+        if isinstance(outcome, exception.IntrospectionError):
+            return outcome.code not in TRANSIENT
+        if api.incomplete(outcome):
+            report.counts.incomplete += 1
+            return False
+        return True
 
     def _finish(self, image, outcome, report, unchanged):
         if unchanged:
@@ -455,8 +214,8 @@ class Audit(object):
             report.counts.not_inspected += 1
             rows, changed = [], False
         else:
-            rows, changed = image_rows(self.client, image, outcome,
-                                       self.policy)
+            rows, changed = report_mod.image_rows(self.client, image,
+                                                  outcome, self.policy)
         if isinstance(outcome, exception.ImageRefused):
             report.counts.refused += 1
         elif isinstance(outcome, exception.InspectionFailed):
@@ -467,39 +226,6 @@ class Audit(object):
         report.rows.extend(rows)
         if self.progress is not None:
             self.progress(image, outcome, unchanged)
-
-
-class _Batches(object):
-    """Gathers images into batches of up to *size* images of one owner.
-
-    Images without an owner are batches of their own: they share nothing
-    with anybody.
-    """
-
-    def __init__(self, size):
-        self.size = size
-        self._by_owner = collections.OrderedDict()
-
-    def __len__(self):
-        return sum(len(images) for images in self._by_owner.values())
-
-    def add(self, image):
-        """Gather *image*; return the batches it completed (0 or 1)."""
-        owner = image.get('owner')
-        if owner is None or self.size <= 1:
-            return [[image]]
-        images = self._by_owner.setdefault(owner, [])
-        images.append(image)
-        if len(images) < self.size:
-            return []
-        del self._by_owner[owner]
-        return [images]
-
-    def flush(self):
-        """Return the batches still gathering, and forget them."""
-        batches = list(self._by_owner.values())
-        self._by_owner.clear()
-        return batches
 
 
 class _DaemonPool(object):
@@ -539,37 +265,3 @@ class _DaemonPool(object):
                 future.set_result(fn(*args))
             except BaseException as err:
                 future.set_exception(err)
-
-
-#: Option groups whose values change what an image is found to say.
-_FINDING_GROUPS = (opts.QEMU_IMG_GROUP, opts.FORMATS_GROUP, opts.GUEST_GROUP)
-
-
-def fingerprint(conf):
-    """This qimgintrospect's version and the options that shape findings.
-
-    Records made under another fingerprint do not count: after an upgrade,
-    or once an operator allows a format or turns on guest detection, every
-    image is looked at again.
-    """
-    values = {group: {opt.dest: conf[group][opt.dest] for opt in group_opts}
-              for group, group_opts in opts.list_opts()
-              if group in _FINDING_GROUPS}
-    digest = hashlib.sha256(json.dumps(values, sort_keys=True,
-                                       default=str).encode()).hexdigest()
-    return '%s/%s' % (pbr.version.VersionInfo(
-        'qimgintrospect').version_string(), digest[:16])
-
-
-@contextlib.contextmanager
-def state_store(conf, path=None):
-    """A :class:`StateStore` on *path* (default: the configured one).
-
-    Its records count for this :func:`fingerprint` of *conf* only.
-    """
-    store = StateStore(path or conf[opts.AUDIT_GROUP].state_file,
-                       fingerprint(conf))
-    try:
-        yield store
-    finally:
-        store.close()

@@ -33,8 +33,8 @@ from oslo_log import log as logging
 import requests
 
 from qimgintrospect import api
+from qimgintrospect import diskformats
 from qimgintrospect import exception
-from qimgintrospect import normalise
 from qimgintrospect import workspace
 
 LOG = logging.getLogger(__name__)
@@ -141,8 +141,8 @@ def check_inspectable(image):
             exception.IMAGE_HAS_NO_DATA,
             'image %s is %s: it has no data to inspect'
             % (image['id'], image.get('status')))
-    if image.get('container_format') not in (None, 'bare') or (
-            image.get('disk_format') not in normalise.QEMU_DRIVERS):
+    if not diskformats.is_disk_image(image.get('container_format'),
+                                     image.get('disk_format')):
         raise exception.UsageError(
             exception.IMAGE_NOT_DISK,
             'image %s: %s/%s data is not a disk image this tool inspects'
@@ -193,9 +193,9 @@ def inspect_images(client, images, conf, stop=None):
             requests.append(api.ImageRequest(
                 copy.path, image.get('disk_format'), image.get('owner')))
             indexes.append(n)
-        with slot.lend():
-            for n, outcome in zip(indexes, api.inspect_many(requests, conf)):
-                outcomes[n] = outcome
+        for n, outcome in zip(indexes,
+                              api.inspect_many(requests, conf, slot=slot)):
+            outcomes[n] = outcome
     return outcomes
 
 

@@ -26,6 +26,7 @@ from taskflow.patterns import linear_flow as lf
 from taskflow import task
 
 from qimgintrospect import api
+from qimgintrospect import diskformats
 from qimgintrospect import exception
 from qimgintrospect.glance import properties
 from qimgintrospect import normalise
@@ -64,8 +65,7 @@ class _Introspect(task.Task):
             container_format = action.image_container_format
             current = dict(action.image_extra_properties,
                            disk_format=disk_format)
-        if container_format != 'bare' or (
-                disk_format not in normalise.QEMU_DRIVERS):
+        if not diskformats.is_disk_image(container_format, disk_format):
             LOG.info('Image %s: %s/%s data is not a disk image this plugin '
                      'inspects; left as it is', self.image_id,
                      container_format, disk_format)
@@ -74,7 +74,10 @@ class _Introspect(task.Task):
         # Glance stages the data as file://PATH.
         path = file_path.split('file://', 1)[-1]
         try:
-            result = api.inspect(path, disk_format, CONF)
+            # Guest detection boots an appliance per image: the plugin has
+            # its own switch for it, whatever [introspection_guest] says.
+            result = api.inspect(path, disk_format, CONF,
+                                 run_guest=policy.guest_inspection)
         except exception.IntrospectionError as err:
             self._not_inspected(err, policy)
             return
@@ -129,14 +132,6 @@ class _Introspect(task.Task):
         self._previous = None
 
 
-def _guest_inspection_for_the_plugin_alone():
-    # Inside glance-api the core reads Glance's CONF, and nothing but this
-    # plugin reads its [introspection_*] groups there: an override on it is
-    # the plugin's alone, whatever the same groups say for the CLI.
-    if not CONF[opts.IMPORT_GROUP].guest_inspection:
-        CONF.set_override('enabled', False, group=opts.GUEST_GROUP)
-
-
 def get_flow(**kwargs):
     """Return the plugin's flow: one task, :class:`_Introspect`.
 
@@ -148,7 +143,6 @@ def get_flow(**kwargs):
     task_type = kwargs.get('task_type')
     action_wrapper = kwargs.get('action_wrapper')
 
-    _guest_inspection_for_the_plugin_alone()
     return lf.Flow(task_type).add(
         _Introspect(task_id, task_type, action_wrapper),
     )

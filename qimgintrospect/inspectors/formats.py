@@ -45,9 +45,9 @@ import struct
 from oslo_utils.imageutils import format_inspector
 from oslo_utils import units
 
+from qimgintrospect import diskformats
 from qimgintrospect import exception
 from qimgintrospect.inspectors import probe
-from qimgintrospect import normalise
 from qimgintrospect import opts
 from qimgintrospect import source
 
@@ -68,7 +68,7 @@ def has_magic(disk_format, head):
     if disk_format == 'iso':
         offset, magics = ISO_MAGIC
         return any(head[offset:offset + len(m)] == m for m in magics)
-    driver = normalise.QEMU_DRIVERS.get(disk_format)
+    driver = diskformats.QEMU_DRIVERS.get(disk_format)
     if driver is None or driver == 'raw':
         return False
     return probe.carries_magic(driver, head)
@@ -76,7 +76,7 @@ def has_magic(disk_format, head):
 
 def magic_formats(head):
     """The Glance formats whose magic *head* carries, in qemu's order."""
-    glance = {driver: name for name, driver in normalise.QEMU_DRIVERS.items()
+    glance = {driver: name for name, driver in diskformats.QEMU_DRIVERS.items()
               if driver != 'raw'}
     found = [glance[p.driver] for p in probe.TABLE
              if p.driver in glance and has_magic(glance[p.driver], head)]

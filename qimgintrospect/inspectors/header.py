@@ -39,11 +39,12 @@ import os
 
 from oslo_log import log as logging
 from oslo_utils.imageutils import format_inspector
+from oslo_utils import units
 
+from qimgintrospect import diskformats
 from qimgintrospect import exception
 from qimgintrospect.inspectors import formats
 from qimgintrospect.inspectors import probe
-from qimgintrospect import normalise
 from qimgintrospect import opts
 from qimgintrospect import source
 
@@ -185,7 +186,7 @@ def check_virtual_size(virtual_size, conf):
 
 
 def _check_virtual_size(virtual_size, group):
-    limit = group.max_virtual_size_gb * opts.GiB
+    limit = group.max_virtual_size_gb * units.Gi
     if virtual_size and virtual_size > limit:
         raise exception.ImageRefused(
             exception.VIRTUAL_SIZE_TOO_LARGE,
@@ -298,7 +299,7 @@ def _refuse_unparsed(carried, gave_up, head, size, declared_format,
     name = declared_format if declared_format in carried else carried[0]
     formats.explain_unparsed(name, head, size)
     qemu = ''
-    if verdict.winner.probe.driver == normalise.QEMU_DRIVERS.get(name):
+    if verdict.winner.probe.driver == diskformats.QEMU_DRIVERS.get(name):
         qemu = '; qemu, probing, would open it as %s: %s' % (
             verdict.winner.probe.driver, verdict.winner.where)
     reason = gave_up.get(name)
@@ -341,7 +342,7 @@ def _glance_name(inspector):
 def _qemu_probes_as(inspector):
     """The qemu driver qemu's probe should pick for what *inspector* saw."""
     return getattr(inspector, 'QEMU_PROBES_AS', None) or (
-        normalise.QEMU_DRIVERS[_glance_name(inspector)])
+        diskformats.QEMU_DRIVERS[_glance_name(inspector)])
 
 
 def _refuse_rival(verdict, inspector, declared_format):

@@ -20,10 +20,10 @@ line of defence: the header check should already have refused these). It
 returns flat findings for the normaliser.
 """
 
+from qimgintrospect import diskformats
 from qimgintrospect import exception
 from qimgintrospect import executor
 from qimgintrospect.inspectors import header as header_inspector
-from qimgintrospect import normalise
 from qimgintrospect import opts
 
 # qemu-img's format-specific keys we report, by format, as finding names.
@@ -56,7 +56,7 @@ def inspect(path, disk_format, conf, header=None):
         vmdk-external-extent, image-encrypted, virtual-size-too-large.
     :raises InspectionFailed: every executor error.
     """
-    qemu_format = normalise.QEMU_DRIVERS[disk_format]
+    qemu_format = diskformats.QEMU_DRIVERS[disk_format]
     info = executor.qemu_img_info(path, qemu_format, conf)
     if info.get('format') != qemu_format:
         raise exception.ImageRefused(

@@ -20,8 +20,11 @@ import time
 import pytest
 
 from qimgintrospect.glance import audit
+from qimgintrospect.glance import report as report_mod
+from qimgintrospect.glance import state as state_mod
 from qimgintrospect import workspace
 from testkit import config
+from testkit import guestimages
 from testkit import imagebuilder
 from tests.functional import glance_server as gs
 
@@ -191,7 +194,7 @@ def test_filters_and_csv(cli, server, catalogue, admin, tmp_path):
                    *gs.auth_args(server.url, project))
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.reader(io.StringIO(proc.stdout)))
-    assert rows[0] == list(audit.COLUMNS)
+    assert rows[0] == list(report_mod.COLUMNS)
     assert 'Workspace: max_workers=' in proc.stderr
 
 
@@ -205,8 +208,8 @@ def test_interrupted_audit_resumes(cli, conf, server, catalogue, admin,
         if len(seen) == 2:
             raise KeyboardInterrupt  # Ctrl-C, at a known point
 
-    with audit.state_store(conf, str(state_path)) as state:
-        run = audit.Audit(admin, conf, state, audit.Policy(),
+    with state_mod.state_store(conf, str(state_path)) as state:
+        run = audit.Audit(admin, conf, state, report_mod.Policy(),
                           progress=interrupt_after_two)
         with pytest.raises(KeyboardInterrupt):
             run.run({'visibility': 'all', 'status': 'active'})
@@ -263,7 +266,7 @@ def test_sigterm_stops_an_audit_cleanly(cli, server, catalogue, tmp_path):
     assert 'Traceback' not in err
     assert config.workspace_leftovers(cli.workspace) == []
     # The state file is whole: the next run can use it.
-    store = audit.StateStore(str(state))
+    store = state_mod.StateStore(str(state))
     assert store.count() == 0
     store.close()
 
@@ -342,3 +345,37 @@ def test_images_of_one_owner_share_one_slot(cli, server, catalogue, admin,
     assert counts['listed'] == counts['inspected'] == _catalogue_size(admin)
     assert counts['failed'] == counts['refused'] == 0
     assert config.workspace_leftovers(cli.workspace) == []
+
+
+def test_an_audit_without_its_guest_stage_asks_again_next_run(
+        cli, server, tmp_path):
+    # A host whose appliance cannot start (a backend that does not exist:
+    # real libguestfs, failing as fast as a host without a kernel) gives
+    # the format properties and a warning; the audit must not keep that
+    # as the image's answer. Once the appliance works, the next run
+    # inspects the image again and finds its OS.
+    guest = guestimages.build(tmp_path / 'guest', ['ubuntu'])['ubuntu']
+    project = gs.new_project_id()
+    image_id = gs.upload_image(server.client(project), guest,
+                               'qcow2')['id']
+    state = tmp_path / 'state.db'
+    cli.set('introspection_guest', 'enabled', True)
+    cli.set('introspection_guest', 'backend', 'bogus')
+
+    broken = _audit(cli, server, state, '--owner', project)
+    assert broken['summary']['images']['incomplete'] == 1
+    assert _rows(broken, image_id=image_id, property='os_distro') == []
+
+    cli.set('introspection_guest', 'backend', 'direct')
+    cli.set('introspection_guest', 'backend_settings',
+            config.BACKEND_SETTINGS)
+    working = _audit(cli, server, state, '--owner', project)
+    counts = working['summary']['images']
+    assert (counts['inspected'], counts['unchanged'],
+            counts['incomplete']) == (1, 0, 0)
+    os_distro, = _rows(working, image_id=image_id, property='os_distro')
+    assert os_distro['image'] == 'ubuntu'
+
+    # Now the answer is complete, and kept.
+    again = _audit(cli, server, state, '--owner', project)
+    assert again['summary']['images']['unchanged'] == 1

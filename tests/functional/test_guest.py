@@ -14,13 +14,13 @@ import shutil
 import signal
 import sys
 
-from oslo_config import cfg
 import psutil
 import pytest
 
 from qimgintrospect import api
 from qimgintrospect import exception
-from qimgintrospect.inspectors import guest
+from qimgintrospect.inspectors.guest import appliance
+from qimgintrospect.inspectors.guest import session
 from qimgintrospect import normalise
 from qimgintrospect import opts
 from testkit import config
@@ -43,19 +43,12 @@ OS_GUESTS = [n for n, g in guestimages.GUESTS.items() if g.os_release]
 
 
 def _guest_conf(directory, **guest_overrides):
-    conf = cfg.ConfigOpts()
-    opts.register_opts(conf)
-    conf([], project='qimgintrospect', default_config_files=[])
-    for name, value in {'directory': str(directory), 'min_free_mb': 0,
-                        'max_workers': 2, 'slot_wait_timeout': 600}.items():
-        conf.set_override(name, value, opts.WORKSPACE_GROUP)
-    values = {'enabled': True,
-              'backend_settings': guestimages.BACKEND_SETTINGS,
-              'drives_per_appliance': DRIVES_PER_APPLIANCE}
-    values.update(guest_overrides)
-    for name, value in values.items():
-        conf.set_override(name, value, opts.GUEST_GROUP)
-    return conf
+    return config.make_conf(
+        directory, guest=True,
+        introspection_workspace={'max_workers': 2, 'slot_wait_timeout': 600},
+        introspection_guest=dict(
+            {'drives_per_appliance': DRIVES_PER_APPLIANCE},
+            **guest_overrides))
 
 
 def _qemu_children():
@@ -95,7 +88,7 @@ class BatchRun(object):
         self.results = {}
 
     def run(self, conf):
-        real_enter = guest.Appliance.__enter__
+        real_enter = appliance.Appliance.__enter__
         launches = self.launches
 
         def recording_enter(appliance):
@@ -104,7 +97,7 @@ class BatchRun(object):
             return real_enter(appliance)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(guest.Appliance, '__enter__', recording_enter)
+            patch.setattr(appliance.Appliance, '__enter__', recording_enter)
             outcomes = api.inspect_many(self.requests, conf)
         self.results = dict(zip(self.names, outcomes))
         self.qemu_left = _qemu_children()
@@ -260,7 +253,7 @@ def test_no_appliance_or_copy_outlives_the_batch(batch):
 def test_cli_prints_os_properties(cli, guest_images):
     cli.set(opts.GUEST_GROUP, 'enabled', True)
     cli.set(opts.GUEST_GROUP, 'backend_settings',
-            guestimages.BACKEND_SETTINGS)
+            config.BACKEND_SETTINGS)
     code, output = cli.inspect_json(guest_images['alma-uefi'], timeout=600)
     assert code == 0, output
     properties = output['properties']
@@ -278,7 +271,7 @@ def test_libguestfs_unusable_keeps_format_properties_with_a_warning(
         conf = _guest_conf(tmp_path / 'workspace')
         # A real ImportError from Python's import machinery.
         monkeypatch.setitem(sys.modules, 'guestfs', None)
-        monkeypatch.setattr(guest, '_binding', None)
+        monkeypatch.setattr(appliance, '_binding', None)
     result = api.inspect(guest_images['ubuntu'], None, conf)
     assert result.properties['disk_format'] == 'qcow2'
     assert result.properties['virtual_size'] > 0
@@ -300,15 +293,15 @@ def test_libguestfs_unusable_can_be_an_error(guest_images, tmp_path):
 
 def test_a_host_that_cannot_launch_is_remembered(guest_images, tmp_path,
                                                  monkeypatch):
-    monkeypatch.setattr(guest, '_host_failures', {})
+    monkeypatch.setattr(session, '_host_failures', {})
     launches = []
-    real_enter = guest.Appliance.__enter__
+    real_enter = appliance.Appliance.__enter__
 
     def recording_enter(appliance):
         launches.append(len(appliance.images))
         return real_enter(appliance)
 
-    monkeypatch.setattr(guest.Appliance, '__enter__', recording_enter)
+    monkeypatch.setattr(appliance.Appliance, '__enter__', recording_enter)
     conf = _guest_conf(tmp_path / 'workspace', backend='bogus')
     first = api.inspect(guest_images['ubuntu'], None, conf)
     # The image's appliance, then one without any image: the host's fault.
@@ -333,14 +326,14 @@ def test_an_appliance_that_dies_is_its_own_error(guest_images, tmp_path,
                                                  monkeypatch):
     # The fault is real: the appliance's qemu is killed just before
     # inspect_os(), as a crash of qemu or of the appliance kernel would.
-    real_call = guest.Appliance.call
+    real_call = appliance.Appliance.call
 
     def crashing_call(appliance, name, *args, **kwargs):
         if name == 'inspect_os':
             os.kill(appliance.handle.get_pid(), signal.SIGKILL)
         return real_call(appliance, name, *args, **kwargs)
 
-    monkeypatch.setattr(guest.Appliance, 'call', crashing_call)
+    monkeypatch.setattr(appliance.Appliance, 'call', crashing_call)
     conf = _guest_conf(tmp_path / 'workspace')
     with pytest.raises(exception.IntrospectionError) as err:
         api.inspect(guest_images['debian'], None, conf)

@@ -15,8 +15,8 @@ import struct
 import pytest
 
 from qimgintrospect import api
+from qimgintrospect import diskformats
 from qimgintrospect import exception
-from qimgintrospect import normalise
 from qimgintrospect import opts
 from testkit import hostileimages as hostile
 from testkit import imagebuilder
@@ -28,7 +28,7 @@ from tests.functional.test_hostile import refused
 
 MiB = imagebuilder.MiB
 # qemu driver -> Glance format.
-_GLANCE = {driver: name for name, driver in normalise.QEMU_DRIVERS.items()
+_GLANCE = {driver: name for name, driver in diskformats.QEMU_DRIVERS.items()
            if driver != 'raw'}
 
 

@@ -19,6 +19,7 @@ import subprocess
 import pytest
 
 from qimgintrospect import api
+from qimgintrospect import diskformats
 from qimgintrospect import exception
 from qimgintrospect.inspectors import header as header_inspector
 from qimgintrospect.inspectors import qemu_img
@@ -301,7 +302,7 @@ SIZES = [1000, MiB, MiB + 1, 10 ** 9 + 7]
     ('vhd', {'subformat': 'fixed', 'force_size': 'on'}),
     ('vhdx', None), ('vdi', None), ('ploop', None), ('luks', None)])
 def test_header_virtual_size_is_qemus(conf, images, disk_format, options):
-    conf.set_override('allowed_formats', list(opts.GLANCE_DISK_FORMATS),
+    conf.set_override('allowed_formats', list(diskformats.GLANCE_DISK_FORMATS),
                       opts.FORMATS_GROUP)
     if disk_format == 'luks':
         options = {'iter-time': 100}

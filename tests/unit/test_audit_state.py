@@ -6,7 +6,9 @@ import sqlite3
 import pytest
 
 from qimgintrospect import exception
-from qimgintrospect.glance import audit
+from qimgintrospect.glance import report
+from qimgintrospect.glance import sizing
+from qimgintrospect.glance import state
 from qimgintrospect import normalise
 
 MiB = 1024 ** 2
@@ -19,7 +21,7 @@ RESULT = normalise.Result({'disk_format': 'vmdk',
 
 @pytest.fixture
 def store(tmp_path):
-    store = audit.StateStore(str(tmp_path / 'sub' / 'state.db'), '1.0')
+    store = state.StateStore(str(tmp_path / 'sub' / 'state.db'), '1.0')
     yield store
     store.close()
 
@@ -61,12 +63,12 @@ def test_a_new_checksum_replaces_the_record(store):
 
 def test_records_survive_the_process_and_the_version_counts(tmp_path):
     path = str(tmp_path / 'state.db')
-    first = audit.StateStore(path, '1.0')
+    first = state.StateStore(path, '1.0')
     first.put('img-1', 'sum', RESULT)
     first.close()  # each put is already committed; close is not needed
 
-    same = audit.StateStore(path, '1.0')
-    upgraded = audit.StateStore(path, '2.0')
+    same = state.StateStore(path, '1.0')
+    upgraded = state.StateStore(path, '2.0')
     try:
         assert same.get('img-1', 'sum') is not None
         assert upgraded.get('img-1', 'sum') is None
@@ -89,20 +91,20 @@ def test_unusable_state_file_is_a_usage_error(tmp_path):
     (tmp_path / 'file').write_text('')
 
     with pytest.raises(exception.UsageError) as err:
-        audit.StateStore(str(tmp_path / 'file' / 'state.db'))
+        state.StateStore(str(tmp_path / 'file' / 'state.db'))
 
     assert err.value.code == 'state-file-unusable'
 
 
 def test_state_file_directory_is_private(tmp_path):
-    audit.StateStore(str(tmp_path / 'new' / 'state.db')).close()
+    state.StateStore(str(tmp_path / 'new' / 'state.db')).close()
     assert os.stat(tmp_path / 'new').st_mode & 0o777 == 0o700
 
 
 def test_size_distribution():
     sizes = [10 * MiB, 200 * MiB, 2 * GiB, 3 * GiB, 20 * GiB]
 
-    dist = audit.size_distribution(sizes)
+    dist = sizing.size_distribution(sizes)
 
     assert dist['count'] == 5
     assert dist['total'] == sum(sizes)
@@ -113,7 +115,7 @@ def test_size_distribution():
 
 
 def test_size_distribution_of_nothing():
-    dist = audit.size_distribution([])
+    dist = sizing.size_distribution([])
     assert dist['count'] == dist['max'] == dist['mean'] == 0
     assert sum(b['count'] for b in dist['buckets']) == 0
 
@@ -122,51 +124,60 @@ def test_workspace_needs_the_largest_images_twice(conf):
     conf.set_override('max_workers', 2, 'introspection_workspace')
     conf.set_override('quota_mb', 10 * 1024, 'introspection_workspace')
 
-    needs = audit.workspace_needs([1 * GiB, 3 * GiB, 2 * GiB], conf)
+    needs = sizing.workspace_needs([1 * GiB, 3 * GiB, 2 * GiB], conf)
 
     # A download and the core's private copy, for the two largest.
     assert needs['needed_bytes'] == 2 * (3 + 2) * GiB
     assert needs['typical_bytes'] == 2 * 2 * 2 * GiB
     assert needs['enough'] is True
-    assert audit.workspace_needs([8 * GiB], conf)['enough'] is False
+    assert sizing.workspace_needs([8 * GiB], conf)['enough'] is False
 
 
 def test_rows_of_a_refused_image():
-    rows, changed = audit.image_rows(
+    rows, changed = report.image_rows(
         None, {'id': 'img', 'owner': 'p'},
         exception.ImageRefused(exception.BACKING_FILE, 'names /etc/passwd'),
-        audit.Policy(apply=True))
+        report.Policy(apply=True))
 
     assert changed is False
-    assert rows == [audit.Row('img', 'p', '', None, None, 'refused', '',
-                              'backing-file: names /etc/passwd')]
+    assert rows == [report.Row('img', 'p', '', None, None, 'refused', '',
+                               'backing-file: names /etc/passwd')]
 
 
 def test_rows_without_apply_say_what_would_be_done():
     image = {'id': 'img', 'owner': 'p', 'disk_format': 'vmdk',
              'vmware_disktype': 'sparse'}
-    rows, changed = audit.image_rows(None, image, RESULT, audit.Policy())
+    rows, changed = report.image_rows(None, image, RESULT, report.Policy())
     assert changed is False
     assert rows == []
 
     image['vmware_disktype'] = 'preallocated'
-    rows, _ = audit.image_rows(None, image, RESULT, audit.Policy())
+    rows, _ = report.image_rows(None, image, RESULT, report.Policy())
     assert [(r.property, r.difference, r.action) for r in rows] == [
         ('vmware_disktype', 'wrong', 'would set')]
 
-    rows, _ = audit.image_rows(None, image, RESULT,
-                               audit.Policy(overwrite=False),
-                               include_same=True)
+    rows, _ = report.image_rows(None, image, RESULT,
+                                report.Policy(overwrite=False),
+                                include_same=True)
     assert [(r.property, r.action) for r in rows] == [
         ('disk_format', ''), ('vmware_disktype', 'kept')]
 
 
 def test_fingerprint_follows_the_options_that_shape_findings(conf):
-    before = audit.fingerprint(conf)
+    before = state.fingerprint(conf)
 
     conf.set_override('max_workers', 7, 'introspection_workspace')
-    assert audit.fingerprint(conf) == before
+    assert state.fingerprint(conf) == before
+
+    # How an appliance is started is not what it finds.
+    conf.set_override('backend_settings', ['force_tcg'],
+                      'introspection_guest')
+    conf.set_override('launch_timeout', 7, 'introspection_guest')
+    assert state.fingerprint(conf) == before
 
     conf.set_override('vmdk_allowed_types', ['streamOptimized'],
                       'introspection_formats')
-    assert audit.fingerprint(conf) != before
+    assert state.fingerprint(conf) != before
+    turned_on = state.fingerprint(conf)
+    conf.set_override('enabled', True, 'introspection_guest')
+    assert state.fingerprint(conf) != turned_on

@@ -7,13 +7,12 @@ real appliance.
 
 import itertools
 
-from oslo_config import cfg
 import pytest
 
-from qimgintrospect import api
 from qimgintrospect.inspectors import guest
+from qimgintrospect.inspectors.guest import census
+from qimgintrospect.inspectors.guest.probes import linux
 from qimgintrospect import normalise
-from qimgintrospect import opts
 
 
 def _linux(**findings):
@@ -274,58 +273,16 @@ def test_merge_maps_guest_findings_and_keeps_them_as_details():
     ([{'system_info': ['x']}, {'user': 7}], None),
 ])
 def test_cloud_init_default_user(documents, user):
-    assert guest.cloud_init_default_user(documents) == user
+    assert linux.cloud_init_default_user(documents) == user
 
 
 def test_parse_os_release():
-    fields = guest.parse_os_release(
+    fields = linux.parse_os_release(
         b'# comment\nNAME="Ubuntu"\nID=ubuntu\nVERSION_ID="22.04"\n'
         b"PRETTY_NAME='Ubuntu 22.04.3 LTS'\nnot a field\n\nEMPTY=\n")
     assert fields == {'NAME': 'Ubuntu', 'ID': 'ubuntu',
                       'VERSION_ID': '22.04',
                       'PRETTY_NAME': 'Ubuntu 22.04.3 LTS', 'EMPTY': ''}
-
-
-def _conf(enabled=True, per_appliance=4):
-    conf = cfg.ConfigOpts()
-    opts.register_opts(conf)
-    conf([], default_config_files=[])
-    conf.set_override('enabled', enabled, opts.GUEST_GROUP)
-    conf.set_override('drives_per_appliance', per_appliance,
-                      opts.GUEST_GROUP)
-    return conf
-
-
-@pytest.mark.parametrize('owners, per_appliance', [
-    (['a'] * 8, 4),
-    (['a'] * 9, 4),
-    (['a', 'b'] * 5, 3),
-    (['a', None, 'b', None, 'a'], 8),
-    (['x'] * 3 + ['y'] * 7, 25),
-])
-def test_groups_never_mix_owners_and_stay_within_the_limit(
-        owners, per_appliance):
-    requests = [api.ImageRequest('/img/%d' % i, None, owner)
-                for i, owner in enumerate(owners)]
-    groups = api._groups(requests, _conf(per_appliance=per_appliance))
-    assert sorted(i for g in groups for i in g) == list(range(len(owners)))
-    for group in groups:
-        assert len({owners[i] for i in group}) == 1
-        assert len(group) <= per_appliance
-        # Images without an owner are never put with anything.
-        assert owners[group[0]] is not None or len(group) == 1
-    for owner in set(owners) - {None}:
-        sizes = [len(g) for g in groups if owners[g[0]] == owner]
-        # As few appliances as the limit allows, of even sizes.
-        count = owners.count(owner)
-        assert len(sizes) == -(-count // per_appliance)
-        assert max(sizes) - min(sizes) <= 1
-
-
-def test_no_groups_when_guest_detection_is_off():
-    requests = [api.ImageRequest('/img/%d' % i, None, 'a') for i in range(5)]
-    groups = api._groups(requests, _conf(enabled=False))
-    assert groups == [[i] for i in range(5)]
 
 
 # Placing roots on drives (inspectors/guest.py's isolation rules). A real
@@ -381,7 +338,7 @@ def test_roots_are_placed_on_their_own_drive_whatever_their_fstab_says():
         ['/dev/sda1', '/dev/sdb1'],
         mountpoints={'/dev/sda1': {'/': '/dev/sdb1'},
                      '/dev/sdb1': {'/': '/dev/sda1'}})
-    answers = guest._inspect_drives(appliance)
+    answers = census.answer_drives(appliance)
     assert [a['guest_root'] for a in answers] == ['/dev/sda1', '/dev/sda1']
     assert all(a['guest_distro'] == 'fedora' for a in answers)
 
@@ -393,9 +350,9 @@ def test_a_usr_resolved_on_another_drive_is_redone_alone():
         ['/dev/sda1', '/dev/sdb1'],
         mountpoints={'/dev/sda1': {'/': '/dev/sda1', '/usr': '/dev/sda2'},
                      '/dev/sdb1': {'/': '/dev/sdb1', '/usr': '/dev/sda2'}})
-    answers = guest._inspect_drives(appliance)
+    answers = census.answer_drives(appliance)
     assert answers[0]['guest_roots'] == 1
-    assert answers[1] is guest._REDO_ALONE
+    assert answers[1] is census.REDO_ALONE
 
 
 def test_alone_the_same_answer_is_accepted():
@@ -403,7 +360,7 @@ def test_alone_the_same_answer_is_accepted():
         1, {'/dev/sda1': _ext4('r'), '/dev/sda2': _ext4('u')},
         ['/dev/sda1'],
         mountpoints={'/dev/sda1': {'/': '/dev/sda1', '/usr': '/dev/sda2'}})
-    answers = guest._inspect_drives(appliance)
+    answers = census.answer_drives(appliance)
     assert answers[0]['guest_root'] == '/dev/sda1'
 
 
@@ -416,8 +373,8 @@ def test_volume_groups_of_one_name_entangle_their_drives():
         3, {'/dev/sda1': _pv('AAAA-1'), '/dev/sdb1': _pv('BBBB-2'),
             '/dev/sdc1': _ext4('c')},
         ['/dev/sdc1'], vgs=['vg0', 'vg0'])
-    answers = guest._inspect_drives(appliance)
-    assert answers[:2] == [guest._REDO_ALONE, guest._REDO_ALONE]
+    answers = census.answer_drives(appliance)
+    assert answers[:2] == [census.REDO_ALONE, census.REDO_ALONE]
     assert answers[2]['guest_root'] == '/dev/sda1'
 
 
@@ -427,8 +384,8 @@ def test_a_cloned_pv_entangles_its_drives_and_a_clean_vg_is_placed():
             '/dev/sdc1': _pv('CCCC-3')},
         ['/dev/vgc/root'], vgs=['vga', 'vgc'],
         vgpvuuids=lambda vg: {'vga': ['AAAA1'], 'vgc': ['CCCC3']}[vg])
-    answers = guest._inspect_drives(appliance)
-    assert answers[:2] == [guest._REDO_ALONE, guest._REDO_ALONE]
+    answers = census.answer_drives(appliance)
+    assert answers[:2] == [census.REDO_ALONE, census.REDO_ALONE]
     assert answers[2]['guest_root'] == '/dev/vgc/root'
 
 
@@ -438,8 +395,8 @@ def test_a_volume_group_spanning_drives_is_nobodys_root():
             '/dev/sdc1': _ext4('c')},
         ['/dev/big/root', '/dev/sdc1'], vgs=['big'],
         vgpvuuids=lambda vg: ['A', 'B'])
-    answers = guest._inspect_drives(appliance)
-    assert answers[:2] == [guest._REDO_ALONE, guest._REDO_ALONE]
+    answers = census.answer_drives(appliance)
+    assert answers[:2] == [census.REDO_ALONE, census.REDO_ALONE]
     assert answers[2]['guest_roots'] == 1
 
 
@@ -451,8 +408,8 @@ def test_kernel_keyed_identifiers_shared_by_drives_entangle_them(kind):
         3, {'/dev/sda1': shared, '/dev/sdb1': dict(shared),
             '/dev/sdc1': _ext4('c')},
         ['/dev/sdc1'], list_md_devices=[])
-    answers = guest._inspect_drives(appliance)
-    assert answers[:2] == [guest._REDO_ALONE, guest._REDO_ALONE]
+    answers = census.answer_drives(appliance)
+    assert answers[:2] == [census.REDO_ALONE, census.REDO_ALONE]
     assert answers[2]['guest_roots'] == 1
 
 
@@ -460,14 +417,14 @@ def test_a_root_nobody_can_place_sends_every_drive_alone():
     appliance = ScriptedAppliance(
         2, {'/dev/sda1': _ext4('a'), '/dev/sdb1': _ext4('b')},
         ['/dev/sda1', '/dev/mystery0'])
-    assert guest._inspect_drives(appliance) == [guest._REDO_ALONE] * 2
+    assert census.answer_drives(appliance) == [census.REDO_ALONE] * 2
 
 
 def test_all_drives_entangled_means_no_inspect_os():
     appliance = ScriptedAppliance(
         2, {'/dev/sda1': _pv('A'), '/dev/sdb1': _pv('A')}, [],
         vgs=['vg0'], vgpvuuids=lambda vg: ['A'])
-    assert guest._inspect_drives(appliance) == [guest._REDO_ALONE] * 2
+    assert census.answer_drives(appliance) == [census.REDO_ALONE] * 2
     assert 'inspect_os' not in appliance.calls
 
 
@@ -475,7 +432,7 @@ def test_several_roots_on_one_drive_are_a_warning_not_a_guess():
     appliance = ScriptedAppliance(
         1, {'/dev/sda1': _ext4('a'), '/dev/sda2': _ext4('b')},
         ['/dev/sda1', '/dev/sda2'])
-    answer, = guest._inspect_drives(appliance)
+    answer, = census.answer_drives(appliance)
     assert answer['guest_roots'] == 2
     assert 'guest_os_type' not in answer
     assert '2 operating systems' in answer['warnings'][0]
@@ -491,7 +448,7 @@ def test_an_esp_with_a_loader_makes_uefi():
         ls=lambda d: listings.get(d, []),
         is_dir=lambda d, **kw: d in listings,
         is_file=lambda p, **kw: p.lower().endswith('.efi'))
-    answer, = guest._inspect_drives(appliance)
+    answer, = census.answer_drives(appliance)
     assert answer['guest_firmware'] == 'uefi'
     assert answer['guest_efi_loaders'] == ['/efi/boot/BOOTX64.EFI',
                                            '/efi/boot/grubx64.efi']

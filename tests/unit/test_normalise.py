@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from qimgintrospect import diskformats
 from qimgintrospect import exception
 from qimgintrospect import normalise
 
@@ -16,25 +17,25 @@ from qimgintrospect import normalise
     ('parallels', 'ploop'), ('iso', 'iso'), (None, None),
 ])
 def test_glance_disk_format(given, glance):
-    assert normalise.glance_disk_format(given) == glance
+    assert diskformats.glance_name(given) == glance
 
 
 def test_unknown_disk_format_name():
     with pytest.raises(exception.UsageError) as err:
-        normalise.glance_disk_format('floppy')
+        diskformats.glance_name('floppy')
     assert err.value.code == 'unknown-format-name'
 
 
 def test_every_glance_format_has_a_qemu_driver():
     for disk_format in normalise.VOCABULARY['disk_format'].allowed:
-        assert disk_format in normalise.QEMU_DRIVERS
+        assert disk_format in diskformats.QEMU_DRIVERS
 
 
 @pytest.mark.parametrize('create_type, adapter, disktype, adaptertype', [
     ('streamOptimized', 'buslogic', 'streamOptimized', 'busLogic'),
     ('monolithicSparse', 'lsilogic', 'sparse', 'lsiLogic'),
-    ('monolithicFlat', 'lsisas1068', 'preallocated', 'lsiLogicsas'),
-    ('vmfs', 'pvscsi', 'preallocated', 'paraVirtual'),
+    ('monolithicSparse', 'lsisas1068', 'sparse', 'lsiLogicsas'),
+    ('monolithicSparse', 'pvscsi', 'sparse', 'paraVirtual'),
     ('streamoptimized', 'IDE', 'streamOptimized', 'ide'),
 ])
 def test_vmdk_mapping(create_type, adapter, disktype, adaptertype):
@@ -44,7 +45,19 @@ def test_vmdk_mapping(create_type, adapter, disktype, adaptertype):
     assert result.properties == {'disk_format': 'vmdk', 'virtual_size': 512,
                                  'vmware_disktype': disktype,
                                  'vmware_adaptertype': adaptertype}
-    assert result.details == {'vmdk_create_type': create_type}
+    # The descriptor's own words stay in details, both of them.
+    assert result.details == {'vmdk_create_type': create_type,
+                              'vmdk_adapter_type': adapter}
+
+
+@pytest.mark.parametrize('create_type', ['monolithicFlat', 'vmfs',
+                                         'twoGbMaxExtentSparse'])
+def test_a_vmdk_type_that_is_never_accepted_has_no_disktype(create_type):
+    # The header check refuses these (their data is in other files);
+    # should one reach the normaliser, it sets no vmware_disktype.
+    result = normalise.merge({'format': 'vmdk', 'virtual_size': 512,
+                              'vmdk_create_type': create_type})
+    assert 'vmware_disktype' not in result.properties
 
 
 def test_later_source_wins_and_details_are_separate():

@@ -1,4 +1,4 @@
-"""Streams into a workspace slot (Slot.receive) and lent slots (Slot.lend).
+"""Streams into a workspace slot (Slot.receive), inspected in that slot.
 
 What the Glance front ends add to the workspace: a download written into a
 slot under the quota, then inspected by the core in that same slot.
@@ -88,7 +88,7 @@ def test_errors_of_the_stream_pass_through_and_the_slot_is_emptied(
     assert config.workspace_leftovers(ws.directory) == []
 
 
-def test_a_lent_slot_serves_the_core(conf, tmp_path):
+def test_a_received_download_is_inspected_in_its_slot(conf, tmp_path):
     conf.set_override('max_workers', 1, 'introspection_workspace')
     image = imagebuilder.vmdk(tmp_path, 'bus.vmdk',
                               subformat='streamOptimized', adapter='buslogic')
@@ -96,20 +96,10 @@ def test_a_lent_slot_serves_the_core(conf, tmp_path):
 
     with ws.slot() as slot:
         copy = slot.receive(_chunks(image), os.path.getsize(image))
-        with slot.lend():
-            # With max_workers=1 and no lending, this would wait for a
-            # slot this thread holds: workspace-busy.
-            result = api.inspect(copy.path, 'vmdk', conf)
+        # With max_workers=1, a slot of the core's own would wait for the
+        # one held here: workspace-busy.
+        result, = api.inspect_many([api.ImageRequest(copy.path, 'vmdk')],
+                                   conf, slot=slot)
         assert os.path.exists(copy.path)  # the core did not wipe the slot
     assert result.properties['vmware_adaptertype'] == 'busLogic'
     assert config.workspace_leftovers(ws.directory) == []
-
-
-def test_a_slot_is_lent_only_inside_the_block(tmp_path):
-    ws = _workspace(tmp_path / 'ws', max_workers=2)
-    with ws.slot() as first:
-        with first.lend():
-            with ws.slot() as nested:
-                assert nested is first
-        with ws.slot() as other:
-            assert other.index != first.index
