@@ -20,7 +20,14 @@ QEMU_CREATE = {'raw': 'raw', 'qcow2': 'qcow2', 'vmdk': 'vmdk', 'vhd': 'vpc',
 
 
 def qemu_img(*args):
-    subprocess.run(('qemu-img',) + args, check=True, capture_output=True)
+    # qemu's LUKS key derivation times 32768 iterations with the thread's
+    # CPU clock first, and gives up when that reads 0 ms (it does, now and
+    # then, on a busy machine): try such a create again.
+    for attempt in range(5):
+        proc = subprocess.run(('qemu-img',) + args, capture_output=True)
+        if b'Unable to get accurate CPU usage' not in proc.stderr:
+            break
+    proc.check_returncode()
 
 
 def create(directory, name, disk_format, size=64 * MiB, options=None,

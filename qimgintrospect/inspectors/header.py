@@ -302,8 +302,13 @@ def _refuse_unparsed(carried, gave_up, head, size, declared_format,
     if verdict.winner.probe.driver == diskformats.QEMU_DRIVERS.get(name):
         qemu = '; qemu, probing, would open it as %s: %s' % (
             verdict.winner.probe.driver, verdict.winner.where)
+    text_descriptor = name == 'vmdk' and head[:4] not in (b'KDMV', b'COWD')
     reason = gave_up.get(name)
-    if reason is None and size > HEADER_WINDOW:
+    if reason is None and text_descriptor:
+        # oslo's inspector reads only text with a createType="..." line;
+        # qemu reads any descriptor its probe accepts.
+        reason = 'no createType="..." line this tool can read'
+    elif reason is None and size > HEADER_WINDOW:
         # Not cut short: its structures point past what is ever read.
         reason = ('its header does not end within the first %d bytes'
                   % HEADER_WINDOW)
@@ -320,7 +325,7 @@ def _refuse_unparsed(carried, gave_up, head, size, declared_format,
             exception.FORMAT_MISMATCH,
             'declared %s but the file carries the %s magic (%s)%s'
             % (declared_format, name, why, qemu))
-    if name == 'vmdk' and head[:4] not in (b'KDMV', b'COWD'):
+    if text_descriptor:
         raise exception.ImageRefused(
             exception.VMDK_EXTENT,
             'the file is a VMDK text descriptor this tool cannot read (%s)%s;'
