@@ -67,21 +67,6 @@ def test_raw_starting_like_a_lowercase_magic_is_raw(conf, tmp_path):
     assert found.format == 'raw'
 
 
-@pytest.mark.parametrize('options, bit', [
-    ({'extended_l2': 'on'}, 1 << 4),
-    ({'compression_type': 'zstd'}, 1 << 3)])
-def test_qcow2_features_qemu_knows_pass(conf, tmp_path, options, bit):
-    # oslo's own feature check knows bits 0-3 only; ours has qemu's mask.
-    image = imagebuilder.create(tmp_path, 'image.qcow2', 'qcow2',
-                                options=options)
-    with open(image, 'rb') as f:
-        f.seek(72)
-        assert int.from_bytes(f.read(8), 'big') & bit
-    found = _inspect(image, 'qcow2', conf)
-    assert found.format == 'qcow2'
-    assert found.warnings == []
-
-
 @pytest.mark.parametrize('size, qemu_size', [
     (1000, 1024), (1024 * 1024, 1024 * 1024), (1024 * 1024 + 1, 1049088)])
 def test_raw_virtual_size_is_counted_as_qemu_does(conf, tmp_path, size,
