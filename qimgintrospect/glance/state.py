@@ -475,15 +475,15 @@ class StateStore(object):
             inspected_now = sum(c.images for c in mine if not c.unchanged)
             end = w.finished_at or max([c.last for c in mine],
                                        default=w.started_at)
-            seconds = (datetime.datetime.fromisoformat(end)
-                       - datetime.datetime.fromisoformat(w.started_at)
-                       ).total_seconds()
+            seconds = round((datetime.datetime.fromisoformat(end)
+                             - datetime.datetime.fromisoformat(w.started_at)
+                             ).total_seconds(), 3)
             figures.append({
                 'worker': w.worker, 'hostname': w.hostname, 'pid': w.pid,
                 'started_at': w.started_at, 'finished_at': w.finished_at,
                 'inspected': inspected_now,
                 'from_record': sum(c.images for c in mine if c.unchanged),
-                'seconds': round(seconds, 3),
+                'seconds': seconds,
                 'images_per_minute': (round(60.0 * inspected_now / seconds,
                                             2) if seconds > 0 else None),
             })
@@ -528,22 +528,24 @@ def _alembic_config(connection):
 
 
 @contextlib.contextmanager
-def _migration_lock(engine, connection):
-    """Only one process migrates a database at a time."""
+def _migration_lock(engine):
+    """Only one process migrates a database at a time.
+
+    Held until the migration is committed, so the next process sees it
+    whole. PostgreSQL's lock is taken in the migration's own transaction
+    (:func:`_lock_in_transaction`) and ends with it.
+    """
     dialect = engine.dialect.name
-    if dialect == 'postgresql':
-        # Released with the transaction the migration runs in.
-        connection.execute(sa.text('SELECT pg_advisory_xact_lock(:key)'),
-                           {'key': _LOCK_KEY})
-        yield
-    elif dialect == 'mysql':
-        connection.execute(sa.text('SELECT GET_LOCK(:name, 300)'),
-                           {'name': VERSION_TABLE})
-        try:
-            yield
-        finally:
-            connection.execute(sa.text('SELECT RELEASE_LOCK(:name)'),
-                               {'name': VERSION_TABLE})
+    if dialect == 'mysql':
+        # A session lock, on a connection of its own.
+        with engine.connect() as conn:
+            conn.execute(sa.text('SELECT GET_LOCK(:name, 300)'),
+                         {'name': VERSION_TABLE})
+            try:
+                yield
+            finally:
+                conn.execute(sa.text('SELECT RELEASE_LOCK(:name)'),
+                             {'name': VERSION_TABLE})
     elif dialect == 'sqlite' and engine.url.database not in (None, '',
                                                              ':memory:'):
         # A lock file beside the database file, in the same private
@@ -557,6 +559,12 @@ def _migration_lock(engine, connection):
         yield
 
 
+def _lock_in_transaction(connection):
+    if connection.dialect.name == 'postgresql':
+        connection.execute(sa.text('SELECT pg_advisory_xact_lock(:key)'),
+                           {'key': _LOCK_KEY})
+
+
 def migrate(engine):
     """Bring the database of *engine* to this version's schema.
 
@@ -567,15 +575,15 @@ def migrate(engine):
     :raises: oslo_db and alembic errors; :class:`StateStore` turns them
         into ``state-file-unusable``.
     """
-    with engine.begin() as connection:
-        with _migration_lock(engine, connection):
-            config = _alembic_config(connection)
-            tables = set(sa.inspect(connection).get_table_names())
-            if inspected.name in tables and VERSION_TABLE not in tables:
-                LOG.info('Carrying the audit state of a version before '
-                         'alembic over (revision %s)', LEGACY_REVISION)
-                alembic_command.stamp(config, LEGACY_REVISION)
-            alembic_command.upgrade(config, 'head')
+    with _migration_lock(engine), engine.begin() as connection:
+        _lock_in_transaction(connection)
+        config = _alembic_config(connection)
+        tables = set(sa.inspect(connection).get_table_names())
+        if inspected.name in tables and VERSION_TABLE not in tables:
+            LOG.info('Carrying the audit state of a version before alembic '
+                     'over (revision %s)', LEGACY_REVISION)
+            alembic_command.stamp(config, LEGACY_REVISION)
+        alembic_command.upgrade(config, 'head')
 
 
 def head_revision():
