@@ -319,37 +319,37 @@ class StateStore(object):
                       outcome=_dumps(outcome), worker=self.worker,
                       run_id=self.run_id)
         mine = inspected.c.image_id == image_id
+        other_data = sa.or_(inspected.c.checksum != checksum,
+                            inspected.c.version != self.version)
         for _ in range(_PUT_ROUNDS):
-            # Each step is its own transaction, and each is safe against
-            # another worker's same steps: an UPDATE only matches what is
-            # to be replaced, the INSERT fails on the primary key.
-            other_data = sa.or_(inspected.c.checksum != checksum,
-                                inspected.c.version != self.version)
+            # Safe against another worker doing the same at the same time:
+            # the UPDATE only matches a record to replace, the INSERT fails
+            # on the primary key, and the record read then is the one that
+            # made it fail (read for update: the latest, not a snapshot).
             with self._engine.begin() as conn:
                 if conn.execute(inspected.update().where(
                         mine, other_data).values(values)).rowcount:
                     return outcome
-            try:
-                with self._engine.begin() as conn:
-                    conn.execute(inspected.insert().values(values))
-                return outcome
-            except db_exc.DBDuplicateEntry:
-                pass
-            with self._engine.connect() as conn:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(inspected.insert().values(values))
+                    return outcome
+                except db_exc.DBDuplicateEntry:
+                    pass
                 found = conn.execute(sa.select(
                     inspected.c.checksum, inspected.c.version,
-                    inspected.c.outcome).where(mine)).first()
-            if found is None or (found.checksum, found.version) != (
-                    checksum, self.version):
-                continue  # changed or removed meanwhile: once more
-            first = _loads(found.outcome)
-            if first is not None:
-                return first
-            # A record no version of ours can read stands for nothing.
-            unreadable = inspected.c.outcome == found.outcome
-            with self._engine.begin() as conn:
+                    inspected.c.outcome).where(mine).with_for_update(
+                    )).first()
+                if found is None or (found.checksum, found.version) != (
+                        checksum, self.version):
+                    continue  # replaced or removed meanwhile: once more
+                first = _loads(found.outcome)
+                if first is not None:
+                    return first
+                # A record no version of ours can read stands for nothing.
                 if conn.execute(inspected.update().where(
-                        mine, unreadable).values(values)).rowcount:
+                        mine, inspected.c.outcome == found.outcome).values(
+                        values)).rowcount:
                     return outcome
         raise exception.InspectionFailed(
             exception.INTERNAL_ERROR,
