@@ -222,7 +222,20 @@ IMAGE_NOT_DISK = _declare(
     'inspects (ami, aki, ari, ova, docker, ...).')
 STATE_FILE_UNUSABLE = _declare(
     UsageError, 'state-file-unusable',
-    'The audit state file cannot be created, opened or read.')
+    'The audit state file or database cannot be created, opened, read or '
+    'brought to this version\'s schema.')
+STATE_UNAVAILABLE = _declare(
+    InspectionFailed, 'state-database-unavailable',
+    'The audit state database did not answer, even after retries; an '
+    'outcome that could not be recorded is not written to Glance either.')
+COORDINATION_URL_INVALID = _declare(
+    UsageError, 'coordination-url-invalid',
+    'The coordination URL names no tooz driver, or one whose client '
+    'library is not installed.')
+COORDINATION_UNAVAILABLE = _declare(
+    InspectionFailed, 'coordination-unavailable',
+    'The coordination service did not answer while the worker joined the '
+    'audit group.')
 GLANCE_UNREACHABLE = _declare(
     InspectionFailed, 'glance-unreachable',
     'The Glance API could not be reached or answered with a server error.')
