@@ -32,6 +32,11 @@ for _tool in ('guestfish', 'hivexregedit', 'sfdisk'):
     if shutil.which(_tool) is None:
         pytest.skip('%s is not installed' % _tool, allow_module_level=True)
 
+# The first test also waits for the module's setup: two guestfish builds,
+# one launch over twelve drives and inspect_os, about 10 minutes on a
+# busy 2-core machine, over the suite's 900 s default when it is busier.
+pytestmark = pytest.mark.timeout(1800)
+
 WINDOWS = windowsimages.GUESTS
 BOOT = guestimages.BOOT_GUESTS
 READABLE_WINDOWS = [n for n, g in WINDOWS.items() if not g.bitlocker]
