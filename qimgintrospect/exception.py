@@ -263,6 +263,26 @@ GUEST_APPLIANCE_FAILED = _declare(
     'The libguestfs appliance died or failed to start with this image '
     'attached, while one without it starts.')
 
+# Refusals: the guest cannot boot as an instance (a warning unless
+# [introspection_guest] refuse_unbootable; inspectors/guest/probes/
+# unbootable.py).
+GUEST_HIBERNATED = _declare(
+    ImageRefused, 'guest-hibernated',
+    'Windows is hibernated (hiberfil.sys holds a hibernation image, '
+    'Fast Startup\'s included): it would resume a session made for other '
+    'hardware. A warning unless [introspection_guest] refuse_unbootable '
+    'is set.')
+GUEST_BITLOCKER = _declare(
+    ImageRefused, 'guest-bitlocker',
+    'The image holds a BitLocker volume, whose key a new instance does '
+    'not have. A warning unless [introspection_guest] refuse_unbootable '
+    'is set.')
+GUEST_FAST_STARTUP = _declare(
+    ImageRefused, 'guest-fast-startup',
+    'Windows Fast Startup is on: the image boots, but an instance\'s '
+    'shutdown hibernates its kernel session. Always a warning, never a '
+    'refusal.')
+
 
 class QemuImgNotFound(InspectionFailed):
     def __init__(self, message):

@@ -29,6 +29,8 @@ compares them, so a drift fails the build).
 import collections
 import re
 
+from oslo_utils import units
+
 from qimgintrospect import diskformats
 
 #: VMDK createType (lower case) -> Glance/Nova vmware_disktype. Only the
@@ -180,7 +182,43 @@ _VMWARE_WINDOWS = {
 _VERSION_RE = re.compile(r'^[0-9][0-9A-Za-z._-]{0,31}$')
 _USER_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_.-]{0,31}$')
 
+# Boot devices (metadefs compute-libvirt-image, compute-vtpm-hw; Nova's
+# nova/objects/fields.py where Glance has no enum).
+
+#: hw_disk_bus: Glance's enum (compute-libvirt-image), Nova's DiskBus.
+DISK_BUSES = frozenset(['fdc', 'ide', 'sata', 'scsi', 'usb', 'virtio',
+                        'xen', 'lxc', 'uml'])
+#: hw_scsi_model: Nova's SCSIModel (Glance's metadef has no enum).
+SCSI_MODELS = frozenset(['buslogic', 'ibmvscsi', 'lsilogic', 'lsisas1068',
+                         'lsisas1078', 'virtio-scsi', 'vmpvscsi'])
+#: hw_vif_model: Glance's enum (compute-libvirt-image).
+VIF_MODELS = frozenset(['e1000', 'e1000e', 'ne2k_pci', 'netfront', 'pcnet',
+                        'rtl8139', 'spapr-vlan', 'virtio', 'vmxnet3', 'igb'])
+#: hw_machine_type is a free string for Glance and Nova; only the machine
+#: types this project sets are allowed.
+MACHINE_TYPES = frozenset(['pc', 'q35'])
+#: os_secure_boot: not in Glance's metadefs (only in its "useful image
+#: properties" page); Nova's SecureBoot enum (nova/objects/fields.py,
+#: read by nova/virt/hardware.py get_secure_boot_constraint).
+SECURE_BOOT = frozenset(['required', 'disabled', 'optional'])
+
+#: Nova's default disk bus and NIC model on KVM; a guest ready for them
+#: needs no property.
+NOVA_DEFAULT_BUS = 'virtio'
+NOVA_DEFAULT_VIF = 'virtio'
+#: Emulated NIC models, best first, for a guest without a virtio driver.
+_FALLBACK_VIFS = ('e1000e', 'e1000', 'rtl8139')
+
+#: Windows products whose vendor requires a TPM 2.0 (Windows 11: "TPM
+#: version 2.0", Microsoft's Windows 11 specifications; osinfo-db
+#: win-11.xml).
+_TPM2_PRODUCTS = frozenset(['Windows 11'])
+
 Property = collections.namedtuple('Property', ['kind', 'allowed', 'core'])
+
+#: Core image attributes Glance lets a user change on an active image,
+#: whose value from the image is a floor: Glance's may be larger.
+MINIMUMS = frozenset(['min_disk'])
 
 #: Property -> (kind, allowed values or None, is it a core image attribute).
 VOCABULARY = {
@@ -201,6 +239,15 @@ VOCABULARY = {
     'os_admin_user': Property(str, None, False),
     'hw_qemu_guest_agent': Property(str, frozenset(['yes', 'no']), False),
     'vmware_ostype': Property(str, VMWARE_OSTYPES, False),
+    # Boot devices (guest probes: devices.py, firmware.py, windows.py).
+    'hw_disk_bus': Property(str, DISK_BUSES, False),
+    'hw_scsi_model': Property(str, SCSI_MODELS, False),
+    'hw_vif_model': Property(str, VIF_MODELS, False),
+    'hw_machine_type': Property(str, MACHINE_TYPES, False),
+    'os_secure_boot': Property(str, SECURE_BOOT, False),
+    'hw_tpm_version': Property(str, frozenset(['1.2', '2.0']), False),
+    # GiB; Nova refuses a flavor whose root disk is smaller at the API.
+    'min_disk': Property(int, None, True),
 }
 
 
@@ -241,6 +288,7 @@ def merge(*sources):
 
     properties = {'disk_format': findings.pop('format', None),
                   'virtual_size': findings.pop('virtual_size', None)}
+    properties['min_disk'] = min_disk(properties['virtual_size'])
     create_type = findings.get('vmdk_create_type')
     if create_type:
         properties['vmware_disktype'] = VMWARE_DISKTYPES.get(
@@ -256,6 +304,18 @@ def merge(*sources):
                                        warnings))
     properties = validate(properties, warnings)
     return Result(properties, findings, warnings)
+
+
+def min_disk(virtual_size):
+    """The virtual size in GiB, rounded up: what a root disk must hold.
+
+    Nova checks a flavor's root disk against ``min_disk`` when the
+    instance is requested, and against the virtual size only when the
+    compute host writes the disk (the boot then fails).
+    """
+    if not isinstance(virtual_size, int) or virtual_size <= 0:
+        return None
+    return -(-virtual_size // units.Gi)
 
 
 def guest_properties(findings, disk_format, warnings):
@@ -282,20 +342,80 @@ def guest_properties(findings, disk_format, warnings):
         'os_distro': distro,
         'os_version': _os_version(findings, distro, warnings),
         'architecture': arch,
-        'hw_firmware_type': findings.get('guest_firmware'),
+        # A hybrid disk boots either way: Nova's default (BIOS) will do.
+        'hw_firmware_type': {'uefi': 'uefi', 'bios': 'bios'}.get(
+            findings.get('guest_firmware')),
     }
     if findings.get('guest_cloud_init') == 'enabled':
         properties['os_admin_user'] = _admin_user(
             findings.get('guest_cloud_init_user'), warnings)
+    elif findings.get('guest_cloudbase_init') == 'enabled':
+        properties['os_admin_user'] = _admin_user(
+            findings.get('guest_cloudbase_init_user'), warnings,
+            'cloudbase-init username')
     if findings.get('guest_qemu_guest_agent'):
         properties['hw_qemu_guest_agent'] = 'yes'
+    properties.update(boot_properties(findings, properties, warnings))
     if disk_format == 'vmdk':
         properties['vmware_ostype'] = vmware_ostype(
             os_type, distro or findings.get('guest_distro'),
             findings.get('guest_major_version'),
             findings.get('guest_minor_version'), arch,
-            findings.get('guest_product_variant'))
+            findings.get('guest_windows_installation_type')
+            or findings.get('guest_product_variant'))
     return {k: v for k, v in properties.items() if v is not None}
+
+
+def boot_properties(findings, properties, warnings):
+    """What Nova must give the guest to boot it, from the probes' evidence.
+
+    Nothing is set without evidence, and nothing that Nova's defaults
+    already give (a virtio disk and NIC, BIOS):
+
+    * ``os_secure_boot=optional`` when the guest is UEFI-only and every
+      EFI loader on its ESP is signed (never ``required``: that would
+      refuse hosts without Secure Boot), with ``hw_machine_type=q35``,
+      which Secure Boot needs on x86_64 (Nova's secure-boot guide);
+    * ``hw_tpm_version=2.0`` for Windows 11 (no ``hw_tpm_model``: nothing
+      in the guest says which interface it had, and Nova's default TIS
+      serves 2.0);
+    * ``hw_disk_bus`` (and ``hw_scsi_model``) when the guest has no
+      virtio-blk driver at boot: virtio-scsi if it has that, else SATA,
+      else IDE (not on q35, which has no IDE bus);
+    * ``hw_vif_model`` when it has no virtio NIC driver: the first
+      emulated model it has a driver for.
+
+    :param properties: the properties chosen so far (firmware type).
+    """
+    chosen = {}
+    secure = (properties.get('hw_firmware_type') == 'uefi'
+              and findings.get('guest_secure_boot_chain') == 'signed')
+    if secure:
+        chosen['os_secure_boot'] = 'optional'
+        chosen['hw_machine_type'] = 'q35'
+    if findings.get('guest_windows_product') in _TPM2_PRODUCTS:
+        chosen['hw_tpm_version'] = '2.0'
+    buses = findings.get('guest_disk_buses')
+    if buses is not None and NOVA_DEFAULT_BUS not in buses:
+        if 'virtio-scsi' in buses:
+            chosen.update(hw_disk_bus='scsi', hw_scsi_model='virtio-scsi')
+        elif 'sata' in buses:
+            chosen['hw_disk_bus'] = 'sata'
+        elif 'ide' in buses and not secure:
+            chosen['hw_disk_bus'] = 'ide'
+        else:
+            warnings.append('the guest has no boot driver for a disk bus '
+                            'Nova can give it%s; hw_disk_bus not set' % (
+                                ' on q35' if 'ide' in buses else ''))
+    models = findings.get('guest_nic_models')
+    if models is not None and NOVA_DEFAULT_VIF not in models:
+        fallback = next((m for m in _FALLBACK_VIFS if m in models), None)
+        if fallback:
+            chosen['hw_vif_model'] = fallback
+        else:
+            warnings.append('the guest has no driver for a NIC model Nova '
+                            'can give it; hw_vif_model not set')
+    return chosen
 
 
 def _os_distro(findings, warnings):
@@ -319,7 +439,14 @@ def _os_distro(findings, warnings):
 def _os_version(findings, distro, warnings):
     # The distributor's own spelling (os-release VERSION_ID: 22.04, 9.3,
     # 12) is what Glance asks for; libguestfs's numbers are the fallback
-    # for guests without os-release (Windows, old releases).
+    # for guests without os-release (old releases). Windows from NT 10 on
+    # is the product's number (10, 11, 2016 ... 2025) read from its build
+    # (probes/windows_versions.py): the NT version is 10.0 for all six.
+    if findings.get('guest_os_type') == 'windows':
+        if findings.get('guest_windows_version'):
+            return findings['guest_windows_version']
+        if (findings.get('guest_major_version') or 0) >= 10:
+            return None
     version_id = findings.get('guest_version_id')
     if version_id:
         if _VERSION_RE.match(version_id):
@@ -348,12 +475,12 @@ def _architecture(arch, warnings):
     return name
 
 
-def _admin_user(name, warnings):
+def _admin_user(name, warnings, source='cloud-init default user'):
     if name is None:
         return None
     if not isinstance(name, str) or not _USER_RE.match(name):
-        warnings.append('cloud-init default user %r is not a valid user '
-                        'name; os_admin_user not set' % (name,))
+        warnings.append('%s %r is not a valid user name; os_admin_user '
+                        'not set' % (source, name))
         return None
     return name
 
@@ -389,7 +516,10 @@ def _vmware_windows_candidates(major, minor, variant, wide):
     stems = _VMWARE_WINDOWS.get((major or 0, minor or 0))
     if stems is None:
         return []
-    stem = stems[1] if (variant or '').lower() == 'server' else stems[0]
+    # InstallationType "Server Core" and "Nano Server" are servers too.
+    kind = (variant or '').lower()
+    server = kind.startswith('server') or kind == 'nano server'
+    stem = stems[1] if server else stems[0]
     if not wide:
         return [stem + 'Guest']
     # VMware spells the 64-bit names two ways: windows7_64Guest but

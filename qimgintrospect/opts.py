@@ -231,7 +231,9 @@ guest_opts = [
                 help='Whether to look inside images with a libguestfs '
                      'appliance and set os_type, os_distro, os_version, '
                      'architecture, hw_firmware_type, os_admin_user, '
-                     'hw_qemu_guest_agent (and vmware_ostype for VMDK). '
+                     'hw_qemu_guest_agent, the hw_* properties a guest '
+                     'needs to boot (disk bus, NIC model, machine type, '
+                     'vTPM), os_secure_boot (and vmware_ostype for VMDK). '
                      'It needs the libguestfs-tools and python3-guestfs '
                      'packages (without them the OS properties are skipped '
                      'with a warning, see fail_if_unavailable) and boots a '
@@ -271,6 +273,15 @@ guest_opts = [
                     'appliance. Up to max_workers appliances run at once, '
                     'so on a host without KVM several small appliances '
                     'finish sooner than one large one.'),
+    cfg.BoolOpt('refuse_unbootable',
+                default=False,
+                help='Whether an image whose guest cannot boot as it is, '
+                     'a hibernated Windows (guest-hibernated) or one '
+                     'holding a BitLocker volume (guest-bitlocker), is '
+                     'refused (exit code 3; the import plugin\'s '
+                     'on_refusal applies) instead of inspected with a '
+                     'warning naming the code. Windows Fast Startup '
+                     '(guest-fast-startup) stays a warning either way.'),
     cfg.StrOpt('backend',
                default='direct',
                help='libguestfs backend. The timeouts are enforced by '

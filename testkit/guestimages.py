@@ -26,6 +26,7 @@ import uuid
 from testkit import config
 from testkit import imagebuilder
 from testkit import linuxboot
+from testkit import winformats
 
 MiB = 1024 * 1024
 
@@ -297,9 +298,13 @@ def _guest_script(work, name, guest, device):
         lines += linuxboot.esp_commands(guest.boot, files,
                                         guest.os_release['ID'])
     elif guest.uefi:
+        # An unsigned EFI application (a PE image): what firmware runs.
+        loader = os.path.join(files, 'BOOTX64.EFI')
+        with open(loader, 'wb') as f:
+            f.write(winformats.efi_loader())
         lines += ['mkdir-p /boot/efi', 'mount %s1 /boot/efi' % device,
                   'mkdir-p /boot/efi/EFI/BOOT',
-                  'upload /bin/true /boot/efi/EFI/BOOT/BOOTX64.EFI']
+                  'upload %s /boot/efi/EFI/BOOT/BOOTX64.EFI' % loader]
     lines.append('umount-all')
     return lines
 

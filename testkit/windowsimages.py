@@ -61,6 +61,38 @@ VIRTIO_AS_INSTALLED = collections.OrderedDict([
     ('viostor', BOOT_START), ('vioscsi', BOOT_START),
     ('netkvm', DEMAND_START)])
 
+#: Windows' own storage drivers: service -> (display name, group). AHCI
+#: (storahci, Windows 8+) and the IDE stack (a controller driver and
+#: atapi, the channel driver). Which of them start at boot depends on
+#: the controller Windows was installed on.
+INBOX_STORAGE = collections.OrderedDict([
+    ('storahci', ('Microsoft Standard SATA AHCI Driver', 'SCSI miniport')),
+    ('intelide', ('Intel IDE Controller', 'System Bus Extender')),
+    ('pciide', ('Standard IDE/ATA Controller', 'System Bus Extender')),
+    ('atapi', ('IDE Channel', 'SCSI miniport')),
+    ('LSI_SAS', ('LSI Adapter, SAS 3000 series', 'SCSI miniport')),
+])
+#: Emulated NICs with a driver in Windows' driver store: model -> (the
+#: PCI id QEMU gives the device, the in-box INF bound to it).
+INBOX_NICS = collections.OrderedDict([
+    ('e1000e', ('VEN_8086&DEV_10D3', 'net1ic64.inf')),
+    ('e1000', ('VEN_8086&DEV_100E', 'nete1g3e.inf')),
+    ('rtl8139', ('VEN_10EC&DEV_8139', 'netrtl64.inf')),
+])
+#: Installed on a SATA (AHCI) controller: storahci starts at boot, the
+#: IDE stack on demand.
+ON_SATA = collections.OrderedDict([
+    ('storahci', BOOT_START), ('intelide', DEMAND_START),
+    ('atapi', DEMAND_START)])
+#: Installed on an IDE controller.
+ON_IDE = collections.OrderedDict([
+    ('storahci', DEMAND_START), ('intelide', BOOT_START),
+    ('atapi', BOOT_START)])
+#: Installed on VMware's LSI SAS controller: neither AHCI nor IDE boots.
+ON_LSI_SAS = collections.OrderedDict([
+    ('storahci', DEMAND_START), ('intelide', DEMAND_START),
+    ('atapi', DEMAND_START), ('LSI_SAS', BOOT_START)])
+
 #: cloudbase-init installed without a ``username=`` line: its own default
 #: (``Admin``, cloudbaseinit/conf/default.py) applies.
 CLOUDBASE_DEFAULT_USER = object()
@@ -103,12 +135,16 @@ _EDITION_NAMES = {'Professional': 'Pro', 'Enterprise': 'Enterprise',
 #: signature; ``hiberboot``: HiberbootEnabled (Fast Startup), None: no
 #: value; ``bitlocker``: C: is a BitLocker volume (no NTFS, no registry:
 #: only the ESP or System Reserved partition is readable); ``hostname``;
-#: ``disk_format``; ``machine``: cmd.exe's architecture.
+#: ``disk_format``; ``machine``: cmd.exe's architecture;
+#: ``inbox_storage``: Windows' own storage services -> Start value
+#: (:data:`INBOX_STORAGE`); ``inbox_nics``: emulated NIC models whose
+#: in-box driver the DriverDatabase binds (:data:`INBOX_NICS`).
 WindowsGuest = collections.namedtuple('WindowsGuest', [
     'product', 'product_name', 'build', 'installation_type', 'edition_id',
     'display_version', 'firmware', 'loader_signer', 'drivers',
     'driver_files', 'guest_agent', 'cloudbase_init', 'hiberfil',
-    'hiberboot', 'bitlocker', 'hostname', 'disk_format', 'machine'])
+    'hiberboot', 'bitlocker', 'hostname', 'disk_format', 'machine',
+    'inbox_storage', 'inbox_nics'])
 
 TEST_SIGNER = winformats.TEST_SIGNER
 
@@ -145,7 +181,8 @@ def _guest(fields, overrides):
                     driver_files=True, guest_agent=False,
                     cloudbase_init=None, hiberfil=None, hiberboot=None,
                     bitlocker=False, hostname='WIN-TEST',
-                    disk_format='qcow2', machine='x86_64')
+                    disk_format='qcow2', machine='x86_64',
+                    inbox_storage=ON_IDE, inbox_nics=())
     unknown = set(overrides) - set(defaults)
     if unknown:
         raise TypeError('unknown WindowsGuest fields: %s'
@@ -153,6 +190,9 @@ def _guest(fields, overrides):
     defaults.update(overrides)
     defaults.update(fields)
     defaults['drivers'] = collections.OrderedDict(defaults['drivers'])
+    defaults['inbox_storage'] = collections.OrderedDict(
+        defaults['inbox_storage'])
+    defaults['inbox_nics'] = tuple(defaults['inbox_nics'])
     return WindowsGuest(**defaults)
 
 
@@ -166,9 +206,13 @@ def windows_server_2022(**kw):
 
 
 def windows_11(**kw):
-    """Windows 11 23H2 on UEFI (signed loaders), no virtio drivers."""
+    """Windows 11 23H2 on UEFI (signed loaders), no virtio drivers.
+
+    Installed on a SATA controller; Windows' own e1000e driver.
+    """
     values = dict(firmware='uefi', loader_signer=TEST_SIGNER,
-                  hiberfil=b'', hiberboot=1, hostname='WIN11')
+                  hiberfil=b'', hiberboot=1, hostname='WIN11',
+                  inbox_storage=ON_SATA, inbox_nics=('e1000e', 'e1000'))
     values.update(kw)
     return client(22631, **values)
 
@@ -194,18 +238,25 @@ GUESTS = collections.OrderedDict([
     ('win-hibernated', hibernated()),
     ('win-bitlocker', bitlocker()),
     # The version table, cheaply: other builds, other facts.
+    # Exported from VMware: installed on IDE, VMware's e1000.
     ('win2016', server(14393, edition_id='ServerStandard',
-                       hostname='WS2016', disk_format='vmdk')),
+                       hostname='WS2016', disk_format='vmdk',
+                       inbox_nics=('e1000',))),
     ('win2019', server(17763, drivers={'vioscsi': BOOT_START,
                                        'netkvm': DEMAND_START},
                        cloudbase_init=CLOUDBASE_DEFAULT_USER,
                        hostname='WS2019')),
+    # virtio drivers staged but not started at boot, installed on
+    # VMware's LSI SAS: no disk bus Nova offers boots it.
     ('win2025', server(26100, firmware='uefi', loader_signer=TEST_SIGNER,
                        drivers={'viostor': DEMAND_START,
                                 'netkvm': DEMAND_START},
-                       guest_agent=True, hostname='WS2025')),
+                       guest_agent=True, hostname='WS2025',
+                       inbox_storage=ON_LSI_SAS)),
     ('win10', client(19045, edition_id='Enterprise', hiberfil=b'',
-                     hiberboot=1, hostname='WIN10', disk_format='vmdk')),
+                     hiberboot=1, hostname='WIN10', disk_format='vmdk',
+                     inbox_storage=ON_SATA,
+                     inbox_nics=('e1000e', 'e1000'))),
 ])
 
 
@@ -417,7 +468,7 @@ class _GuestScript(object):
                                  system_keys(g, self.layout)),
                      '/Windows/System32/config/SYSTEM')
         if g.driver_files:
-            for service in g.drivers:
+            for service in list(g.drivers) + list(g.inbox_storage):
                 self._upload(winformats.pe_image(machine=g.machine,
                                                  subsystem='native'),
                              '/Windows/System32/drivers/%s.sys' % service)
@@ -533,6 +584,18 @@ def system_keys(guest, layout):
                 '%s.inf' % service: b'\x01\xff\x00\x00'}
         keys['DriverDatabase\\DriverPackages\\%s\\Configurations\\%s_inst'
              % (package, service)] = {'Service': service, 'ConfigFlags': 0}
+    for service, start in guest.inbox_storage.items():
+        display, group = INBOX_STORAGE[service]
+        keys[cs + '\\Services\\' + service] = collections.OrderedDict([
+            ('Type', 1), ('Start', start), ('ErrorControl', 3),
+            ('Group', group),
+            ('ImagePath', winformats.expand_sz(
+                'System32\\drivers\\%s.sys' % service)),
+            ('DisplayName', display)])
+    for model in guest.inbox_nics:
+        pci_id, inf = INBOX_NICS[model]
+        keys['DriverDatabase\\DeviceIds\\PCI\\' + pci_id] = {
+            inf: b'\x01\xff\x00\x00'}
     if guest.guest_agent:
         keys[cs + '\\Services\\QEMU-GA'] = collections.OrderedDict([
             ('Type', 0x10),  # SERVICE_WIN32_OWN_PROCESS

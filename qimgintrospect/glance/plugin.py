@@ -41,14 +41,16 @@ opts.register_opts(CONF)
 class _Introspect(task.Task):
     """Inspect the staged image and set what it says on the Glance image."""
 
-    def __init__(self, task_id, task_type, action_wrapper):
+    def __init__(self, task_id, task_type, action_wrapper, image_repo=None):
         self.task_id = task_id
         self.task_type = task_type
         self.action_wrapper = action_wrapper
+        self.image_repo = image_repo
         self.image_id = action_wrapper.image_id
         # Extra property -> value before execute() changed it (None: it
         # was absent), so that revert() undoes exactly that.
         self._previous = None
+        self._previous_min_disk = None
         super(_Introspect, self).__init__(
             name='%s-Introspect-%s' % (task_type, task_id))
 
@@ -82,6 +84,8 @@ class _Introspect(task.Task):
             self._not_inspected(err, policy)
             return
 
+        if self.image_repo is not None:
+            current['min_disk'] = self.image_repo.get(self.image_id).min_disk
         differences = properties.compare(
             result.properties, current,
             overwrite=policy.overwrite_uploader_properties)
@@ -91,6 +95,7 @@ class _Introspect(task.Task):
                         self.image_id, conflict.name, conflict.glance,
                         conflict.image)
         to_set, _ = properties.changes(differences)
+        min_disk = to_set.pop('min_disk', None)
         core, _ = normalise.core_attributes(result.properties)
         with self.action_wrapper as action:
             before = action.image_extra_properties
@@ -98,9 +103,29 @@ class _Introspect(task.Task):
             action.set_image_extra_properties(to_set)
             if 'virtual_size' in core:
                 action.set_image_attribute(virtual_size=core['virtual_size'])
+        if min_disk is not None:
+            self._set_min_disk(min_disk)
+            to_set['min_disk'] = min_disk
         LOG.info('Image %s: set %s', self.image_id,
                  ', '.join('%s=%s' % kv for kv in sorted(to_set.items()))
                  or 'nothing new')
+
+    def _set_min_disk(self, value):
+        """Raise the image's min_disk to *value* GiB.
+
+        Glance's import actions set only status, formats and sizes
+        (ImportActionWrapper.set_image_attribute), so min_disk goes
+        through the image repository Glance gave the flow, as any other
+        change of the image by its owner.
+        """
+        if self.image_repo is None:
+            LOG.warning('Image %s: no image repository to set min_disk=%d '
+                        'with', self.image_id, value)
+            return
+        image = self.image_repo.get(self.image_id)
+        self._previous_min_disk = image.min_disk
+        image.min_disk = value
+        self.image_repo.save(image)
 
     def _not_inspected(self, err, policy):
         # The policy for a refusal (exit code 3) or for any other error.
@@ -121,6 +146,11 @@ class _Introspect(task.Task):
 
     def revert(self, result, **kwargs):
         """Put back the properties execute() changed, if it changed any."""
+        if self._previous_min_disk is not None:
+            image = self.image_repo.get(self.image_id)
+            image.min_disk = self._previous_min_disk
+            self.image_repo.save(image)
+            self._previous_min_disk = None
         if not self._previous:
             return
         with self.action_wrapper as action:
@@ -142,7 +172,10 @@ def get_flow(**kwargs):
     task_id = kwargs.get('task_id')
     task_type = kwargs.get('task_type')
     action_wrapper = kwargs.get('action_wrapper')
+    # The repository the action wrapper uses (admin's when Glance gave
+    # one): min_disk is set through it.
+    image_repo = kwargs.get('admin_repo') or kwargs.get('image_repo')
 
     return lf.Flow(task_type).add(
-        _Introspect(task_id, task_type, action_wrapper),
+        _Introspect(task_id, task_type, action_wrapper, image_repo),
     )

@@ -23,7 +23,10 @@ to write to Glance:
   ``vmware_adaptertype`` on a qcow2) is *stale*: removed only when the
   caller asks, since an admin may have set it on purpose;
 * core attributes (``disk_format``, ``virtual_size``) are compared too, but
-  Glance does not let them change once an image has data: *read-only*.
+  Glance does not let them change once an image has data: *read-only*;
+* ``min_disk`` (a core attribute Glance lets change) is a floor: Glance's
+  value is *same* when it is at least the image's, *missing* when it is
+  0 (no minimum), *wrong* when it is smaller.
 
 Nothing outside :data:`qimgintrospect.normalise.VOCABULARY` is ever
 touched.
@@ -72,7 +75,9 @@ def compare(found, glance, overwrite=True, remove_stale=False):
     for name, value in found.items():
         current = glance.get(name)
         core = normalise.VOCABULARY[name].core
-        if current is None:
+        if name in normalise.MINIMUMS:
+            kind = _floor_kind(current, value)
+        elif current is None:
             kind = MISSING
         elif str(current) == str(value):
             kind = SAME
@@ -80,7 +85,7 @@ def compare(found, glance, overwrite=True, remove_stale=False):
             kind = WRONG
         if kind == SAME:
             action = NOTHING
-        elif core:
+        elif core and name not in normalise.MINIMUMS:
             action = READ_ONLY
         elif kind == MISSING or overwrite:
             action = SET
@@ -98,13 +103,25 @@ def compare(found, glance, overwrite=True, remove_stale=False):
     return sorted(differences)
 
 
+def _floor_kind(current, value):
+    try:
+        current = int(current or 0)
+    except (TypeError, ValueError):
+        return WRONG
+    if current == 0:
+        return MISSING
+    return SAME if current >= value else WRONG
+
+
 def changes(differences):
     """What to write: ``(properties to set, names to remove)``.
 
-    Values are strings, as Glance stores extra properties; read-only and
-    kept differences are left out.
+    Values are strings, as Glance stores extra properties, except the
+    core attributes that may change (``min_disk``, an integer); read-only
+    and kept differences are left out.
     """
-    to_set = {d.name: str(d.image) for d in differences if d.action == SET}
+    to_set = {d.name: d.image if d.name in normalise.MINIMUMS
+              else str(d.image) for d in differences if d.action == SET}
     to_remove = sorted(d.name for d in differences if d.action == REMOVE)
     return to_set, to_remove
 

@@ -46,6 +46,7 @@ from oslo_log import log as logging
 
 from qimgintrospect.inspectors.guest import appliance as appliance_mod
 from qimgintrospect.inspectors.guest import probes
+from qimgintrospect.inspectors.guest.probes import common
 from qimgintrospect.inspectors.guest import stage
 
 LOG = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class _Ambiguous(Exception):
 def _drive_findings(appliance, census, k, roots, shared):
     """Findings for drive *k*, whose OS roots are *roots*."""
     if not roots:
-        return {'guest_roots': 0, stage.KEY: stage.COMPLETE}
+        return probes.without_os(appliance, census.drive(k))
     if len(roots) > 1:
         names = ', '.join(relative(appliance, k, r) for r in roots)
         return dict(stage.findings(
@@ -123,12 +124,17 @@ def _drive_findings(appliance, census, k, roots, shared):
             guest_roots=len(roots))
     root = roots[0]
     identity = probes.identify(appliance, root, relative(appliance, k, root))
-    usr = appliance.call('inspect_get_mountpoints', root).get('/usr')
+    mountpoints = appliance.call('inspect_get_mountpoints', root)
+    usr = mountpoints.get('/usr')
     if shared and usr is not None and census.drive_of(usr) != k:
         raise _Ambiguous('its /usr resolves to %s, outside its drive' % usr)
     if shared and identity.get('guest_distro') == 'coreos':
         raise _Ambiguous('CoreOS roots are merged across drives')
-    return probes.look_inside(appliance, root, usr, census.esp_partitions(k),
+    boot = mountpoints.get('/boot')
+    if shared and boot is not None and census.drive_of(boot) != k:
+        raise _Ambiguous('its /boot resolves to %s, outside its drive'
+                         % boot)
+    return probes.look_inside(appliance, root, usr, boot, census.drive(k),
                               identity)
 
 
@@ -269,6 +275,15 @@ class Census(object):
             if path.startswith(device + '/'):
                 return device
         return path
+
+    def drive(self, k):
+        """Drive *k* as the probes see it: its partitions' blkid answers."""
+        partitions = collections.OrderedDict(
+            (device, info) for device, info in sorted(self.blkid.items())
+            if self.drive_of_device.get(device) == k)
+        return common.Drive(
+            self.devices[k], partitions,
+            {d: relative(self.appliance, k, d) for d in partitions})
 
     def esp_partitions(self, k):
         """EFI system partitions (vfat) of drive *k*."""

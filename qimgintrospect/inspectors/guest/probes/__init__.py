@@ -5,10 +5,12 @@ them (:mod:`~qimgintrospect.inspectors.guest.census`):
 
 1. :func:`identify` asks libguestfs who the OS is (type, distribution,
    version, architecture), as it read them from the root itself;
-2. :func:`look_inside` mounts that root read-only (with its ``/usr`` when
-   separate), runs the probe module of its family (:mod:`.linux` for
-   Linux and other Unix-likes, :mod:`.windows`), then :mod:`.firmware` on
-   the drive's own EFI system partitions.
+2. :func:`look_inside` mounts that root read-only (with its ``/usr`` and
+   ``/boot`` when separate), runs the probe module of its family
+   (:mod:`.linux` for Linux and other Unix-likes, :mod:`.windows`), then
+   :mod:`.firmware` on the drive's own boot structures, and
+   :mod:`.unbootable` on what they found. A drive without an OS root goes
+   to :func:`without_os` (a BitLocker system volume is such a drive).
 
 A family module reads only its own evidence and returns plain findings in
 the guest's terms (``guest_*`` keys); :mod:`qimgintrospect.normalise` maps
@@ -30,6 +32,7 @@ from qimgintrospect.inspectors.guest import appliance as appliance_mod
 from qimgintrospect.inspectors.guest.probes import common
 from qimgintrospect.inspectors.guest.probes import firmware
 from qimgintrospect.inspectors.guest.probes import linux
+from qimgintrospect.inspectors.guest.probes import unbootable
 from qimgintrospect.inspectors.guest.probes import windows
 from qimgintrospect.inspectors.guest import stage
 
@@ -73,25 +76,46 @@ def identify(appliance, root, root_name):
     return answers
 
 
-def look_inside(appliance, root, usr, esp_partitions, identity):
+def look_inside(appliance, root, usr, boot, drive, identity):
     """*identity* completed with what the family and firmware probes find.
 
     :param usr: the device of the guest's separate ``/usr``, or None.
-    :param esp_partitions: the EFI system partitions of the root's drive.
-    :returns: the findings, with a ``warnings`` list.
+    :param boot: the device of the guest's separate ``/boot``, or None.
+    :param drive: the root's :class:`~.common.Drive`.
+    :returns: the findings, with a ``warnings`` list; or the
+        :class:`~qimgintrospect.exception.ImageRefused` of a guest that
+        cannot boot, when ``refuse_unbootable`` says so.
     """
     findings = dict(identity)
     warnings = []
-    findings.update(_mounted(appliance, root, usr,
+    findings.update(_mounted(appliance, root, usr, boot,
                              identity['guest_os_type'], warnings))
-    findings.update(firmware.probe(appliance, esp_partitions, warnings))
+    return _finish(appliance, drive, findings, warnings)
+
+
+def without_os(appliance, drive):
+    """The findings of a drive on which libguestfs found no OS root.
+
+    Its boot loaders and BitLocker volumes still say something: a
+    Windows whose system volume is encrypted is such a drive.
+    """
+    return _finish(appliance, drive, {'guest_roots': 0}, [])
+
+
+def _finish(appliance, drive, findings, warnings):
+    findings.update(firmware.probe(appliance, drive, warnings))
+    volumes = unbootable.bitlocker_volumes(drive)
+    if volumes:
+        findings['guest_bitlocker_volumes'] = volumes
     findings[stage.KEY] = stage.COMPLETE
     findings['warnings'] = warnings
-    return findings
+    group = getattr(appliance, 'group', None)
+    return unbootable.judge(findings, bool(
+        group is not None and group.refuse_unbootable))
 
 
-def _mounted(appliance, root, usr, os_type, warnings):
-    """Mount the root (and its /usr, on the same drive) read-only; probe."""
+def _mounted(appliance, root, usr, boot, os_type, warnings):
+    """Mount the root (its /usr and /boot, on the same drive) read-only."""
     appliance.call('umount_all')
     try:
         appliance.call('mount_ro', root, '/')
@@ -101,12 +125,16 @@ def _mounted(appliance, root, usr, os_type, warnings):
                         % appliance_mod.first_line(err))
         return {}
     try:
-        if usr is not None and common.is_dir(appliance, '/usr'):
+        for device, mountpoint in ((usr, '/usr'), (boot, '/boot')):
+            if device is None or device == root or not common.is_dir(
+                    appliance, mountpoint):
+                continue
             try:
-                appliance.call('mount_ro', usr, '/usr')
+                appliance.call('mount_ro', device, mountpoint)
             except RuntimeError as err:
-                warnings.append('guest /usr could not be mounted: %s'
-                                % appliance_mod.first_line(err))
+                warnings.append('guest %s could not be mounted: %s'
+                                % (mountpoint,
+                                   appliance_mod.first_line(err)))
         return _FAMILIES.get(os_type, linux.probe)(appliance, warnings)
     finally:
         appliance.call('umount_all')

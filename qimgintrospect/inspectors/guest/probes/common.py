@@ -17,6 +17,7 @@ error, so one odd file cannot stop a probe.
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+import collections
 
 from oslo_utils import units
 
@@ -24,7 +25,16 @@ from oslo_utils import units
 MAX_TEXT_FILE = 64 * units.Ki
 MAX_CONFIG_FILE = 256 * units.Ki
 MAX_ENTRIES = 64
+#: Largest single read through the appliance (its protocol carries at
+#: most 4 MiB a message).
+MAX_PREAD = 2 * units.Mi
 _MAX_STRING = 255
+
+
+#: One drive of an appliance as the probes see it: its device
+#: (``/dev/sdb``), its partitions (device -> blkid answer, in order) and
+#: each partition's name as in an appliance of its own (``/dev/sda1``).
+Drive = collections.namedtuple('Drive', ['disk', 'partitions', 'names'])
 
 
 def is_file(appliance, path):
@@ -51,6 +61,59 @@ def read_small(appliance, path, limit):
         if appliance.call('filesize', path) > limit:
             return None
         return appliance.call('read_file', path)
+    except RuntimeError:
+        return None
+
+
+def file_size(appliance, path):
+    """The size of the regular file *path*, or None."""
+    try:
+        if not appliance.call('is_file', path, followsymlinks=True):
+            return None
+        return appliance.call('filesize', path)
+    except RuntimeError:
+        return None
+
+
+def pread(appliance, path, count, offset=0):
+    """Up to *count* bytes of *path* from *offset*, or None.
+
+    At most :data:`MAX_PREAD` bytes; None when they cannot be read.
+    """
+    try:
+        return appliance.call('pread', path, min(count, MAX_PREAD), offset)
+    except RuntimeError:
+        return None
+
+
+def read_bounded(appliance, path, limit):
+    """The bytes of a guest file of at most *limit* bytes, else None.
+
+    Read in pieces of :data:`MAX_PREAD`, for files past what one
+    ``read_file`` carries.
+    """
+    size = file_size(appliance, path)
+    if size is None or size > limit:
+        return None
+    chunks = []
+    offset = 0
+    while offset < size:
+        chunk = pread(appliance, path, size - offset, offset)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b''.join(chunks)
+
+
+def windows_path(appliance, path):
+    """*path* as it is spelt on the mounted NTFS volume, or None.
+
+    NTFS names are case-insensitive; the appliance's are not.
+    """
+    try:
+        path = appliance.call('case_sensitive_path', path)
+        return path if appliance.call('exists', path) else None
     except RuntimeError:
         return None
 

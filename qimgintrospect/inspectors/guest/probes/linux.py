@@ -1,10 +1,14 @@
-"""Linux (and other Unix-like) guests: os-release, cloud-init, qemu-ga.
+"""Linux (and other Unix-like) guests: os-release, cloud-init, qemu-ga, boot.
 
 Reads the mounted root of one guest: the distributor's own name and
-version (os-release(5)), the default user cloud-init creates, and whether
-the QEMU guest agent is installed. Returns plain findings in the guest's
-own terms (``guest_*`` keys); :mod:`qimgintrospect.normalise` maps them to
-Glance's vocabulary.
+version (os-release(5)), the default user cloud-init creates, whether
+the QEMU guest agent is installed, and which disks and NICs the default
+kernel (:mod:`.kernels`) can drive at boot: built in
+(``modules.builtin``), in its initramfs (:mod:`.initramfs`, read here
+from the archive's bytes) or, for a NIC, installed (``modules.dep``);
+:mod:`.devices` turns those into ready buses and models. Returns plain
+findings in the guest's own terms (``guest_*`` keys);
+:mod:`qimgintrospect.normalise` maps them to Glance's vocabulary.
 """
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
@@ -19,10 +23,14 @@ Glance's vocabulary.
 #    under the License.
 
 
+from oslo_utils import units
 import yaml
 
 from qimgintrospect.inspectors.guest import appliance as appliance_mod
 from qimgintrospect.inspectors.guest.probes import common
+from qimgintrospect.inspectors.guest.probes import devices
+from qimgintrospect.inspectors.guest.probes import initramfs
+from qimgintrospect.inspectors.guest.probes import kernels
 
 _QEMU_GA_PATHS = ('/usr/bin/qemu-ga', '/usr/sbin/qemu-ga',
                   '/usr/libexec/qemu-ga', '/usr/local/bin/qemu-ga',
@@ -31,6 +39,9 @@ _OS_RELEASE_PATHS = ('/etc/os-release', '/usr/lib/os-release')
 _CLOUD_CFG = '/etc/cloud/cloud.cfg'
 _CLOUD_CFG_D = '/etc/cloud/cloud.cfg.d'
 _CLOUD_DISABLED = '/etc/cloud/cloud-init.disabled'
+_MODULE_DIRS = ('/lib/modules', '/usr/lib/modules')
+#: modules.dep of a distribution kernel is well under 1 MiB.
+_MAX_MODULES_DEP = 16 * units.Mi
 
 
 def probe(appliance, warnings):
@@ -43,7 +54,77 @@ def probe(appliance, warnings):
     found.update(_cloud_init(appliance, warnings))
     found['guest_qemu_guest_agent'] = any(
         common.is_file(appliance, path) for path in _QEMU_GA_PATHS)
+    found.update(boot_devices(appliance, warnings))
     return found
+
+
+def boot_devices(appliance, warnings):
+    """The default kernel, and the disks and NICs it drives at boot."""
+    kernel = kernels.default_kernel(appliance, warnings)
+    if kernel is None:
+        return {'guest_default_kernel': None}
+    found = {'guest_default_kernel': kernel.version,
+             'guest_default_kernel_from': common.text(kernel.source),
+             'guest_initramfs': kernel.initramfs}
+    directory = next((d for d in ('%s/%s' % (m, kernel.version)
+                                  for m in _MODULE_DIRS)
+                      if common.is_dir(appliance, d)), None)
+    builtin, on_disk = set(), set()
+    if directory is not None:
+        builtin = _module_names(common.read_bounded(
+            appliance, directory + '/modules.builtin', _MAX_MODULES_DEP))
+        on_disk = _module_names(common.read_bounded(
+            appliance, directory + '/modules.dep', _MAX_MODULES_DEP))
+    in_initramfs, listed = _initramfs_modules(appliance, kernel, found)
+    ready = devices.linux(builtin, in_initramfs, on_disk)
+    if not listed and 'virtio' not in ready['guest_disk_buses']:
+        # Without the whole initramfs, only what is built in is known.
+        warnings.append('Linux: the initramfs %s could not be read (%s); '
+                        'disk bus not checked' % (
+                            kernel.initramfs, found['guest_initramfs_error']))
+        ready['guest_disk_buses'] = None
+    found.update(ready)
+    return found
+
+
+def _module_names(data):
+    """Module names in modules.builtin or modules.dep text."""
+    names = set()
+    for line in (data or b'').decode('utf-8', 'replace').splitlines():
+        name = devices.module_name(line.split(':', 1)[0].strip())
+        if name:
+            names.add(name)
+    return names
+
+
+def _initramfs_modules(appliance, kernel, found):
+    """(module names of the default kernel in its initramfs, listed?)."""
+    if kernel.initramfs is None:
+        return set(), True  # no initramfs: only what is built in
+    size = common.file_size(appliance, kernel.initramfs)
+    if size is None:
+        found['guest_initramfs_error'] = 'not a file'
+        return set(), False
+    marker = '/modules/%s/' % kernel.version
+    modules = set()
+
+    def enough(names):
+        name = names[-1]
+        if marker in '/' + name:
+            module = devices.module_name(name)
+            if module:
+                modules.add(module)
+        return devices.LINUX_DISK_MODULE_NAMES <= modules
+
+    def read(offset, count):
+        return common.pread(appliance, kernel.initramfs, count, offset)
+
+    listing = initramfs.list_names(read, size, enough)
+    found['guest_initramfs_segments'] = listing.segments
+    if listing.error is not None:
+        found['guest_initramfs_error'] = common.text(str(listing.error))
+        return modules, False
+    return modules, True
 
 
 def _os_release(appliance):
