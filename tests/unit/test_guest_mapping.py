@@ -13,6 +13,7 @@ from qimgintrospect.inspectors import guest
 from qimgintrospect.inspectors.guest import census
 from qimgintrospect.inspectors.guest.probes import linux
 from qimgintrospect import normalise
+from testkit import winformats
 
 
 def _linux(**findings):
@@ -86,8 +87,15 @@ def test_unknown_distro_without_os_release_is_silent():
           guest_minor_version=9), '7.9'),
     (dict(guest_distro='fedora', guest_major_version=39,
           guest_minor_version=0), '39'),
+    # Windows from NT 10 on: the product's number, from the build; never
+    # the NT version, which is 10.0 for all of them.
     (dict(guest_os_type='windows', guest_distro='windows',
-          guest_major_version=10, guest_minor_version=0), '10.0'),
+          guest_major_version=10, guest_minor_version=0,
+          guest_windows_version='2022'), '2022'),
+    (dict(guest_os_type='windows', guest_distro='windows',
+          guest_major_version=10, guest_minor_version=0), None),
+    (dict(guest_os_type='windows', guest_distro='windows',
+          guest_major_version=6, guest_minor_version=1), '6.1'),
     (dict(guest_distro='archlinux', guest_major_version=0,
           guest_minor_version=0), None),
 ])
@@ -189,6 +197,10 @@ _VMWARE_CASES = [
     ('windows', 'windows', 10, 0, 'x86_64', 'Server',
      'windows9Server64Guest'),
     ('windows', 'windows', 10, 0, 'x86_64', 'Client', 'windows9_64Guest'),
+    ('windows', 'windows', 10, 0, 'x86_64', 'Server Core',
+     'windows9Server64Guest'),
+    ('windows', 'windows', 10, 0, 'x86_64', 'Nano Server',
+     'windows9Server64Guest'),
     ('windows', 'windows', 6, 1, 'x86_64', 'Client', 'windows7_64Guest'),
     ('windows', 'windows', 6, 1, 'i686', 'Client', 'windows7Guest'),
     ('windows', 'windows', 6, 3, 'x86_64', 'Server',
@@ -439,16 +451,139 @@ def test_several_roots_on_one_drive_are_a_warning_not_a_guess():
 
 
 def test_an_esp_with_a_loader_makes_uefi():
-    esp = {'TYPE': 'vfat', 'UUID': 'E',
+    esp = {'TYPE': 'vfat', 'UUID': 'E', 'PART_ENTRY_SCHEME': 'gpt',
            'PART_ENTRY_TYPE': 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B'}
     listings = {'/': ['efi'], '/efi': ['boot', 'notes.txt'],
                 '/efi/boot': ['grubx64.efi', 'BOOTX64.EFI', 'x.cfg']}
+    # A signed PE loader, and a file named .efi that is no PE image.
+    files = {'/efi/boot/BOOTX64.EFI': winformats.efi_loader('test'),
+             '/efi/boot/grubx64.efi': b'#!/bin/sh\n'}
     appliance = ScriptedAppliance(
-        1, {'/dev/sda1': esp, '/dev/sda2': _ext4('r')}, ['/dev/sda2'],
+        1, {'/dev/sda1': esp, '/dev/sda2': dict(_ext4('r'),
+                                                PART_ENTRY_SCHEME='gpt')},
+        ['/dev/sda2'],
         ls=lambda d: listings.get(d, []),
         is_dir=lambda d, **kw: d in listings,
-        is_file=lambda p, **kw: p.lower().endswith('.efi'))
+        is_file=lambda p, **kw: p in files,
+        filesize=lambda p: len(files[p]),
+        pread=lambda p, count, offset: files[p][offset:offset + count],
+        pread_device=lambda d, count, offset: b'\0' * count)
     answer, = census.answer_drives(appliance)
     assert answer['guest_firmware'] == 'uefi'
-    assert answer['guest_efi_loaders'] == ['/efi/boot/BOOTX64.EFI',
-                                           '/efi/boot/grubx64.efi']
+    assert answer['guest_partition_table'] == 'gpt'
+    assert answer['guest_mbr_boot_code'] == 'empty'
+    assert answer['guest_efi_loaders'] == ['/efi/boot/BOOTX64.EFI']
+    assert answer['guest_efi_fallback'] == '/efi/boot/BOOTX64.EFI'
+    assert answer['guest_secure_boot_chain'] == 'signed'
+
+
+# What Nova must give a guest to boot it (normalise.boot_properties).
+
+def _windows(**findings):
+    base = {'guest_roots': 1, 'guest_os_type': 'windows',
+            'guest_distro': 'windows', 'guest_arch': 'x86_64',
+            'guest_major_version': 10, 'guest_minor_version': 0}
+    base.update(findings)
+    return base
+
+
+_BOOT_PROPERTIES = ('hw_firmware_type', 'os_secure_boot', 'hw_machine_type',
+                    'hw_tpm_version', 'hw_disk_bus', 'hw_scsi_model',
+                    'hw_vif_model')
+
+
+def _boot(findings):
+    properties, warnings = _props(findings)
+    return {k: v for k, v in properties.items()
+            if k in _BOOT_PROPERTIES}, warnings
+
+
+@pytest.mark.parametrize('findings, expected', [
+    # Windows 11 on UEFI, signed boot manager, no virtio drivers.
+    (_windows(guest_firmware='uefi', guest_secure_boot_chain='signed',
+              guest_windows_product='Windows 11',
+              guest_disk_buses=['sata'], guest_nic_models=['e1000e']),
+     {'hw_firmware_type': 'uefi', 'os_secure_boot': 'optional',
+      'hw_machine_type': 'q35', 'hw_tpm_version': '2.0',
+      'hw_disk_bus': 'sata', 'hw_vif_model': 'e1000e'}),
+    # Server 2022 with virtio drivers on BIOS: Nova's defaults boot it.
+    (_windows(guest_firmware='bios', guest_windows_product='Windows Server '
+              '2022', guest_disk_buses=['virtio', 'virtio-scsi', 'ide'],
+              guest_nic_models=['virtio']),
+     {'hw_firmware_type': 'bios'}),
+    # Only virtio-scsi.
+    (_windows(guest_disk_buses=['virtio-scsi', 'ide'],
+              guest_nic_models=['virtio']),
+     {'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi'}),
+    # IDE only, unsigned UEFI loaders: no Secure Boot, no q35.
+    (_windows(guest_firmware='uefi', guest_secure_boot_chain='unsigned',
+              guest_disk_buses=['ide'], guest_nic_models=['e1000']),
+     {'hw_firmware_type': 'uefi', 'hw_disk_bus': 'ide',
+      'hw_vif_model': 'e1000'}),
+    # A hybrid disk boots on Nova's default BIOS: nothing to set, even
+    # with a signed chain.
+    (_linux(guest_firmware='hybrid', guest_secure_boot_chain='signed',
+            guest_disk_buses=['virtio'], guest_nic_models=['virtio']), {}),
+    # Evidence that could not be read sets nothing.
+    (_linux(guest_firmware=None, guest_disk_buses=None,
+            guest_nic_models=None), {}),
+    (_linux(guest_disk_buses=['sata', 'ide'], guest_nic_models=['virtio']),
+     {'hw_firmware_type': 'bios', 'hw_disk_bus': 'sata'}),
+])
+def test_boot_properties_from_evidence(findings, expected):
+    properties, warnings = _boot(findings)
+    assert properties == expected
+    assert warnings == []
+
+
+def test_no_driver_for_any_bus_is_a_warning_not_a_guess():
+    properties, warnings = _boot(_windows(guest_disk_buses=[],
+                                          guest_nic_models=[]))
+    assert 'hw_disk_bus' not in properties
+    assert 'hw_vif_model' not in properties
+    assert len(warnings) == 2
+    # q35 (Secure Boot) has no IDE bus.
+    properties, warnings = _boot(_windows(
+        guest_firmware='uefi', guest_secure_boot_chain='signed',
+        guest_disk_buses=['ide'], guest_nic_models=['virtio']))
+    assert 'hw_disk_bus' not in properties
+    assert 'on q35' in warnings[0]
+
+
+def test_cloudbase_init_user_is_the_windows_admin_user():
+    properties, _ = _props(_windows(guest_cloudbase_init='enabled',
+                                    guest_cloudbase_init_user='Admin'))
+    assert properties['os_admin_user'] == 'Admin'
+    properties, _ = _props(_windows(guest_cloudbase_init='disabled',
+                                    guest_cloudbase_init_user='Admin'))
+    assert 'os_admin_user' not in properties
+    properties, warnings = _props(_windows(
+        guest_cloudbase_init='enabled',
+        guest_cloudbase_init_user='Admin User'))
+    assert 'os_admin_user' not in properties
+    assert 'cloudbase-init username' in warnings[0]
+
+
+def test_every_boot_value_is_in_the_vocabulary():
+    for firmware, chain, product, buses, nics in itertools.product(
+            ['uefi', 'bios', 'hybrid', None], ['signed', 'unsigned', None],
+            ['Windows 11', 'Windows 10', None],
+            [None, [], ['virtio'], ['virtio-scsi'], ['sata'], ['ide'],
+             ['sata', 'ide']],
+            [None, [], ['virtio'], ['e1000e'], ['e1000'], ['rtl8139']]):
+        properties, _ = _props(_windows(
+            guest_firmware=firmware, guest_secure_boot_chain=chain,
+            guest_windows_product=product, guest_disk_buses=buses,
+            guest_nic_models=nics))
+        assert normalise.validate(dict(properties), []) == properties
+
+
+@pytest.mark.parametrize('virtual_size, min_disk', [
+    (1, 1), (64 * 1024 * 1024, 1), (1024 ** 3, 1), (1024 ** 3 + 1, 2),
+    (40 * 1024 ** 3, 40), (0, None), (None, None),
+])
+def test_min_disk_is_the_virtual_size_in_gib_rounded_up(virtual_size,
+                                                        min_disk):
+    assert normalise.min_disk(virtual_size) == min_disk
+    result = normalise.merge({'format': 'raw', 'virtual_size': virtual_size})
+    assert result.properties.get('min_disk') == min_disk

@@ -126,21 +126,31 @@ def _efi_loaders(appliance, partitions, warnings):
 
 
 def _loaders_on_mounted_esp(appliance):
+    """Loaders in ``/EFI/<vendor>/`` and one level below it.
+
+    Windows keeps its boot manager in ``/EFI/Microsoft/Boot/``.
+    """
     found = {}
     efi = common.child_named(appliance, '/', 'efi')
     if efi is None:
         return found
-    for vendor in common.listing(appliance, efi)[:common.MAX_ENTRIES]:
-        directory = '%s/%s' % (efi, vendor)
-        if not common.is_dir(appliance, directory):
-            continue
-        for name in common.listing(appliance, directory)[:common.MAX_ENTRIES]:
-            if not name.lower().endswith('.efi'):
+    directories = ['%s/%s' % (efi, vendor) for vendor in
+                   common.listing(appliance, efi)[:common.MAX_ENTRIES]]
+    for depth in (1, 2):
+        below = []
+        for directory in directories:
+            if not common.is_dir(appliance, directory):
                 continue
-            path = '%s/%s' % (directory, name)
-            signed = loader_signed(appliance, path)
-            if signed is not None:
-                found[common.text(path)] = signed
+            for name in common.listing(appliance,
+                                       directory)[:common.MAX_ENTRIES]:
+                path = '%s/%s' % (directory, name)
+                if not name.lower().endswith('.efi'):
+                    below.append(path)
+                    continue
+                signed = loader_signed(appliance, path)
+                if signed is not None:
+                    found[common.text(path)] = signed
+        directories = below[:common.MAX_ENTRIES]
     return found
 
 
@@ -164,6 +174,8 @@ def _bios_loader(appliance, drive, scheme):
     try:
         code = appliance.call('pread_device', drive.disk, _BOOT_CODE, 0)
     except RuntimeError:
+        code = None
+    if not isinstance(code, bytes) or len(code) < _BOOT_CODE:
         return {'guest_mbr_boot_code': None, 'guest_bios_loader': None}
     kind = boot_code_kind(code)
     found = {'guest_mbr_boot_code': kind, 'guest_bios_loader': None}
@@ -183,10 +195,10 @@ def _grub_core(appliance, drive, scheme):
         return any((info.get('PART_ENTRY_TYPE') or '').lower()
                    == BIOS_BOOT_TYPE for info in drive.partitions.values())
     try:
-        return bool(appliance.call('pread_device', drive.disk, _SECTOR,
-                                   _SECTOR).strip(b'\0'))
+        sector = appliance.call('pread_device', drive.disk, _SECTOR, _SECTOR)
     except RuntimeError:
         return False
+    return isinstance(sector, bytes) and bool(sector.strip(b'\0'))
 
 
 def _windows_boot_files(appliance, partition):
