@@ -123,8 +123,12 @@ def _expected(name):
         'os_version': spec.os_release['VERSION_ID'],
         # Their ELF binaries are this host's.
         'architecture': platform.machine(),
-        'hw_firmware_type': 'uefi' if spec.uefi else 'bios',
     }
+    if spec.uefi:
+        # An EFI loader on the ESP and a protective MBR without boot
+        # code. The others have parted's generic MBR code and no boot
+        # loader: no firmware type is set from that.
+        expected['hw_firmware_type'] = 'uefi'
     if spec.admin_user:
         expected['os_admin_user'] = spec.admin_user
     if spec.guest_agent:
