@@ -20,20 +20,34 @@ for all 8 and per image of:
   alone would give on the same cores).
 
 It also checks that both tools found the same distribution and version.
+
+Then (issue 11) it measures what the boot probes cost: the Windows
+registry, device readiness, firmware and boot-loader probes, the
+initramfs read of the default kernel and the unbootable-state checks,
+timed call by call inside ``api.inspect_many()`` over the 8 Windows
+guests and the 4 Linux boot guests (testkit/windowsimages.py,
+BOOT_GUESTS), one appliance at a time so that the wall time is the sum
+of the work. It prints the guest time per image with them and without
+them (the same run less their time), and their share (target: under
+10 %).
+
 Appliances run under software emulation here unless
 LIBGUESTFS_BACKEND_SETTINGS says otherwise (see testkit/config.py).
 
-    python benchmarks/guest_batch.py [--keep DIR] [--quick]
+    python benchmarks/guest_batch.py [--keep DIR] [--quick] [--probes-only]
 """
 
 import argparse
+import collections
 import concurrent.futures
+import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,9 +55,15 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from qimgintrospect import api  # noqa: E402
 from qimgintrospect import exception  # noqa: E402
+from qimgintrospect.inspectors.guest import probes  # noqa: E402
+from qimgintrospect.inspectors.guest.probes import firmware  # noqa: E402
+from qimgintrospect.inspectors.guest.probes import linux  # noqa: E402
+from qimgintrospect.inspectors.guest.probes import unbootable  # noqa: E402
+from qimgintrospect.inspectors.guest.probes import windows  # noqa: E402
 from qimgintrospect import opts  # noqa: E402
 from testkit import config  # noqa: E402
 from testkit import guestimages  # noqa: E402
+from testkit import windowsimages  # noqa: E402
 
 BASE_GUESTS = ('debian', 'debian-clone', 'ubuntu', 'rocky', 'alma-uefi',
                'fedora-lvm')
@@ -119,6 +139,109 @@ def run_virt_inspector(images, parallel=1):
     return wall, {image[0]: answer for image, answer in zip(images, answers)}
 
 
+#: The probes issue 11 added: (module, function name). windows.probe is
+#: all new (before it only looked for qemu-ga.exe), linux.boot_devices
+#: is the default kernel and its initramfs, firmware.probe the BIOS and
+#: UEFI loaders (before it only listed ESP file names).
+BOOT_PROBES = ((windows, 'probe'), (linux, 'boot_devices'),
+               (firmware, 'probe'), (unbootable, 'judge'))
+TARGET_SHARE = 0.10
+
+
+class ProbeTimer(object):
+    """Times every call of :data:`BOOT_PROBES` while it is entered."""
+
+    def __init__(self):
+        self.seconds = collections.Counter()
+        self.calls = collections.Counter()
+        self._lock = threading.Lock()
+        self._saved = []
+
+    def __enter__(self):
+        for module, name in BOOT_PROBES:
+            real = getattr(module, name)
+            self._saved.append((module, name, real))
+            setattr(module, name, self._timed(module, name, real))
+        # probes/__init__.py bound the family probes in a table.
+        self._families = dict(probes._FAMILIES)
+        probes._FAMILIES['windows'] = windows.probe
+        return self
+
+    def __exit__(self, *exc_info):
+        for module, name, real in self._saved:
+            setattr(module, name, real)
+        probes._FAMILIES.update(self._families)
+        return False
+
+    def _timed(self, module, name, real):
+        label = '%s.%s' % (module.__name__.rsplit('.', 1)[-1], name)
+
+        @functools.wraps(real)
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds[label] += time.perf_counter() - start
+                    self.calls[label] += 1
+        return timed
+
+
+def build_boot_images(directory):
+    """[(name, path, Glance disk format)] of the Windows and boot guests."""
+    paths = windowsimages.build(os.path.join(directory, 'windows'))
+    paths.update(guestimages.build(os.path.join(directory, 'boot'),
+                                   list(guestimages.BOOT_GUESTS)))
+    specs = dict(windowsimages.GUESTS)
+    specs.update(guestimages.BOOT_GUESTS)
+    return [(n, paths[n], specs[n].disk_format) for n in paths]
+
+
+def run_boot_probes(images, directory):
+    """Return (wall seconds, ProbeTimer) of one timed inspect_many()."""
+    conf = config.make_conf(os.path.join(directory, 'workspace-boot'),
+                            guest=True,
+                            introspection_workspace={
+                                'max_workers': 1, 'slot_wait_timeout': 600})
+    requests = [api.ImageRequest(path, disk_format, 'bench-owner')
+                for _name, path, disk_format in images]
+    with ProbeTimer() as timer:
+        start = time.perf_counter()
+        results = api.inspect_many(requests, conf)
+        wall = time.perf_counter() - start
+    failed = [name for (name, _p, _f), r in zip(images, results)
+              if isinstance(r, exception.IntrospectionError)]
+    return wall, timer, failed
+
+
+def report_boot_probes(images, wall, timer, failed):
+    count = len(images)
+    spent = sum(timer.seconds.values())
+    print('\nBoot probes (issue 11) over %d images (%d Windows, %d Linux '
+          'boot guests), one appliance at a time, %d drives each:'
+          % (count, len(windowsimages.GUESTS),
+             len(guestimages.BOOT_GUESTS), 4))
+    for label in sorted(timer.seconds):
+        print('  %-22s %4d calls %8.2f s  %6.3f s per image'
+              % (label, timer.calls[label], timer.seconds[label],
+                 timer.seconds[label] / count))
+    print('%-56s %9s %10s' % ('', 'total s', 'per image'))
+    print('%-56s %9.1f %10.2f' % ('guest time with the boot probes', wall,
+                                  wall / count))
+    print('%-56s %9.1f %10.2f' % ('guest time without them (less their '
+                                  'time)', wall - spent,
+                                  (wall - spent) / count))
+    share = spent / wall
+    verdict = 'met' if share < TARGET_SHARE else 'NOT met'
+    print('boot probes: %.2f s per image, %.1f %% of the guest time '
+          '(target under %.0f %%: %s)'
+          % (spent / count, 100 * share, 100 * TARGET_SHARE, verdict))
+    if failed:
+        print('images that failed: %s' % ', '.join(failed))
+    return share < TARGET_SHARE and not failed
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--keep', metavar='DIR',
@@ -126,10 +249,20 @@ def main():
     parser.add_argument('--quick', action='store_true',
                         help='skip the two comparison lines (one large '
                              'appliance; virt-inspector two at a time)')
+    parser.add_argument('--probes-only', action='store_true',
+                        help='only the cost of the boot probes (issue 11)')
     args = parser.parse_args()
     directory = args.keep or tempfile.mkdtemp(prefix='guest-bench-')
     os.makedirs(directory, exist_ok=True)
     try:
+        start = time.perf_counter()
+        boot_images = build_boot_images(directory)
+        print('built %d Windows and boot guests in %.0f s (not counted)'
+              % (len(boot_images), time.perf_counter() - start))
+        probes_ok = report_boot_probes(
+            boot_images, *run_boot_probes(boot_images, directory))
+        if args.probes_only:
+            return 0 if probes_ok else 1
         start = time.perf_counter()
         images = build_images(directory)
         print('built %d guests in %.0f s (not counted)'
@@ -169,7 +302,7 @@ def main():
         print('%-16s %-22s %-22s' % (name, batched[name], inspected[name]))
         agree = agree and batched[name] == inspected[name]
     print('same distribution and major version everywhere: %s' % agree)
-    return 0 if agree else 1
+    return 0 if agree and probes_ok else 1
 
 
 if __name__ == '__main__':
