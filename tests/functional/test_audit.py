@@ -29,8 +29,9 @@ from testkit import imagebuilder
 from tests.functional import glance_server as gs
 
 TENANTS = 3
-#: Fixes --apply makes per tenant: two on "bus", two on "lsi".
-FIXES = 4
+#: Fixes --apply makes per tenant: two on "bus", two on "lsi", and
+#: min_disk on each of the four images.
+FIXES = 4 + 4
 _POLLS = 600
 
 
@@ -114,11 +115,19 @@ def test_dry_run_finds_missing_wrong_and_stale(cli, server, catalogue,
             lsi['vmware_adaptertype'], glance='ide', image='lsiLogic',
             difference='wrong', action='would set')
         assert lsi['vmware_disktype']['image'] == 'sparse'
-        assert _rows(report, image_id=ids['plain']) == []
-        assert _rows(report, image_id=ids['stale']) == [dict(
-            _rows(report, image_id=ids['stale'])[0],
-            property='vmware_disktype', glance='sparse', image=None,
-            difference='stale', action='kept')]
+        # Glance's min_disk is 0 (none) on every image: 1 GiB is needed.
+        for image_id in ids.values():
+            assert _rows(report, image_id=image_id, property='min_disk') == [
+                dict(_rows(report, image_id=image_id,
+                           property='min_disk')[0], glance=0, image=1,
+                     difference='missing', action='would set')]
+        assert _rows(report, image_id=ids['plain']) == _rows(
+            report, image_id=ids['plain'], property='min_disk')
+        stale = _rows(report, image_id=ids['stale'],
+                      property='vmware_disktype')
+        assert stale == [dict(
+            stale[0], property='vmware_disktype', glance='sparse',
+            image=None, difference='stale', action='kept')]
         # Nothing was written.
         image = admin.images.get(ids['lsi'])
         assert image['vmware_adaptertype'] == 'ide'
@@ -150,7 +159,7 @@ def test_apply_fixes_every_tenant_and_a_second_run_skips(
     state = tmp_path / 'state.db'
     report = _audit(cli, server, state, '--apply')
 
-    assert report['summary']['images']['changed'] == 2 * TENANTS
+    assert report['summary']['images']['changed'] == 4 * TENANTS
     assert len(_rows(report, action='set')) == FIXES * TENANTS
     for project, ids in catalogue.items():
         # Read back as the owner: the admin's audit fixed the tenant's own
@@ -174,9 +183,10 @@ def test_apply_fixes_every_tenant_and_a_second_run_skips(
     assert counts['listed'] == _catalogue_size(admin)
     assert counts['inspected'] == 1
     assert counts['unchanged'] == counts['listed'] - 1
-    assert counts['changed'] == 0
-    assert _rows(second, action='set') == []
-    assert _rows(second, image_id=newcomer['id']) == []
+    # The newcomer's min_disk, and nothing else.
+    assert counts['changed'] == 1
+    assert [(r['image_id'], r['property']) for r in _rows(
+        second, action='set')] == [(newcomer['id'], 'min_disk')]
 
 
 def test_filters_and_csv(cli, server, catalogue, admin, tmp_path):

@@ -81,6 +81,11 @@ def test_apply_writes_missing_and_wrong(cli, glance_server, project, tenant,
     after = tenant.images.get(wrong_vmdk['id'])
     assert after['vmware_adaptertype'] == 'busLogic'
     assert after['vmware_disktype'] == 'streamOptimized'
+    # A core attribute Glance lets change on an active image.
+    assert _by_property(rows)['min_disk'] == dict(
+        _by_property(rows)['min_disk'], glance=0, image=1,
+        difference='missing', action='set')
+    assert after['min_disk'] == 1
 
 
 def test_only_missing_keeps_existing_values(cli, glance_server, project,

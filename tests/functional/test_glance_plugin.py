@@ -31,6 +31,8 @@ def test_vmdk_import_gets_vmware_properties(glance_server, tenant, tmp_path):
     assert image['vmware_disktype'] == 'streamOptimized'
     assert image['vmware_adaptertype'] == 'busLogic'
     assert image['virtual_size'] == 64 * MiB
+    # Set through the image repository: the import actions cannot.
+    assert image['min_disk'] == 1
     assert config.workspace_leftovers(glance_server.workspace) == []
 
 

@@ -62,7 +62,7 @@ def test_vmware_property_on_another_format_is_stale():
     assert kept['vmware_disktype'] == p.Difference(
         'vmware_disktype', 'sparse', None, p.STALE, p.KEEP)
     assert removed['vmware_disktype'].action == p.REMOVE
-    # Outside the vocabulary: never looked at.
+    # Not a property of one disk format: never stale.
     assert 'hw_disk_bus' not in removed
 
 
@@ -85,3 +85,20 @@ def test_changes_lists_what_to_set_and_what_to_remove():
         {'vmware_adaptertype': 'ide'}, remove_stale=True))
     assert to_set == {}
     assert to_remove == ['vmware_adaptertype']
+
+
+def test_min_disk_is_a_floor_that_may_be_raised():
+    found = {'disk_format': 'qcow2', 'virtual_size': 1, 'min_disk': 10}
+    for glance, kind, action in ((0, p.MISSING, p.SET),
+                                 (None, p.MISSING, p.SET),
+                                 (4, p.WRONG, p.SET),
+                                 (10, p.SAME, p.NOTHING),
+                                 # An admin may want more: never lowered.
+                                 (20, p.SAME, p.NOTHING)):
+        diff = _by_name(p.compare(found, {'min_disk': glance}))['min_disk']
+        assert (diff.kind, diff.action) == (kind, action), glance
+    # A core attribute, but one Glance lets change; written as a number.
+    to_set, _ = p.changes(p.compare(found, {'min_disk': 4}))
+    assert to_set == {'min_disk': 10}
+    kept = _by_name(p.compare(found, {'min_disk': 4}, overwrite=False))
+    assert kept['min_disk'].action == p.KEEP
