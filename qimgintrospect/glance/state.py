@@ -600,12 +600,12 @@ def current_revision(engine):
 
 
 #: Options whose values change what an image is found to say, by group
-#: (None: all the group's options). Of [introspection_guest], only whether
-#: the stage runs: the others (backend, timeouts, memory) decide whether an
-#: appliance starts, not what it finds, and a result whose appliance did
-#: not start is not recorded.
+#: (None: all the group's options). Of [introspection_guest], whether the
+#: stage runs and whether an unbootable guest is refused: the others
+#: (backend, timeouts, memory) decide whether an appliance starts, not what
+#: it finds, and a result whose appliance did not start is not recorded.
 _FINDING_OPTIONS = {opts.QEMU_IMG_GROUP: None, opts.FORMATS_GROUP: None,
-                    opts.GUEST_GROUP: ('enabled',)}
+                    opts.GUEST_GROUP: ('enabled', 'refuse_unbootable')}
 
 
 def fingerprint(conf):

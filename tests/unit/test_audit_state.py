@@ -182,3 +182,7 @@ def test_fingerprint_follows_the_options_that_shape_findings(conf):
     turned_on = state.fingerprint(conf)
     conf.set_override('enabled', True, 'introspection_guest')
     assert state.fingerprint(conf) != turned_on
+    # A hibernated guest recorded with a warning is refused now.
+    refusing = state.fingerprint(conf)
+    conf.set_override('refuse_unbootable', True, 'introspection_guest')
+    assert state.fingerprint(conf) != refusing
