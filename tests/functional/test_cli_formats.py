@@ -47,7 +47,7 @@ def test_simple_formats(cli, tmp_path, disk_format, qemu_options, details):
                                 qemu_options)
     out = _inspect_ok(cli, image, '--disk-format', disk_format)
     assert out['properties'] == {'disk_format': disk_format,
-                                 'virtual_size': SIZE}
+                                 'virtual_size': SIZE, 'min_disk': 1}
     for key, value in details.items():
         assert out['details'][key] == value
     # The format is detected the same way when it is not declared.
@@ -75,7 +75,7 @@ def test_ploop_when_allowed(cli, tmp_path):
     cli.set(opts.FORMATS_GROUP, 'allowed_formats', ['raw', 'ploop'])
     out = _inspect_ok(cli, image, '--disk-format', 'ploop')
     assert out['properties'] == {'disk_format': 'ploop',
-                                 'virtual_size': SIZE}
+                                 'virtual_size': SIZE, 'min_disk': 1}
 
 
 def test_iso(cli, tmp_path):
@@ -89,7 +89,8 @@ def test_iso(cli, tmp_path):
 def test_partitioned_raw_is_raw(cli, tmp_path, label):
     image = imagebuilder.partitioned_raw(tmp_path, label=label)
     out = _inspect_ok(cli, image, '--disk-format', 'raw')
-    assert out['properties'] == {'disk_format': 'raw', 'virtual_size': SIZE}
+    assert out['properties'] == {'disk_format': 'raw', 'virtual_size': SIZE,
+                                 'min_disk': 1}
 
 
 @pytest.mark.parametrize('adapter', sorted(VMDK_ADAPTERTYPES))
@@ -100,6 +101,7 @@ def test_vmdk_single_file(cli, tmp_path, subformat, adapter):
     assert out['properties'] == {
         'disk_format': 'vmdk',
         'virtual_size': SIZE,
+        'min_disk': 1,
         'vmware_disktype': VMDK_DISKTYPES[subformat],
         'vmware_adaptertype': VMDK_ADAPTERTYPES[adapter],
     }

@@ -190,7 +190,7 @@ def test_luks_encrypted_qcow2_when_allowed(cli, images):
     image = _luks_qcow2(images)
     out = inspected(cli, image, '--disk-format', 'qcow2')
     assert out['properties'] == {'disk_format': 'qcow2',
-                                 'virtual_size': MiB}
+                                 'virtual_size': MiB, 'min_disk': 1}
     assert out['details']['qcow2_encryption'] == 'luks'
     assert out['details']['encrypted'] is True
     assert any('LUKS-encrypted' in w for w in out['warnings'])
