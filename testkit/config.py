@@ -49,10 +49,14 @@ def write_config_file(path, values):
 
 
 def workspace_leftovers(directory):
-    """Files in a workspace other than its lock files (should be none)."""
+    """Files in a workspace other than what it keeps (should be none).
+
+    It keeps its lock files (``.locks``) and what it knows of the host
+    (``.host``: the KVM probe's verdict).
+    """
     found = []
     for root, dirs, files in os.walk(str(directory)):
-        dirs[:] = [d for d in dirs if d != '.locks']
+        dirs[:] = [d for d in dirs if d not in ('.locks', '.host')]
         found += [os.path.join(root, f) for f in files]
         found += [os.path.join(root, d) for d in dirs]
     return found
