@@ -21,7 +21,7 @@ for all 8 and per image of:
 
 It also checks that both tools found the same distribution and version.
 Appliances run under software emulation here unless
-LIBGUESTFS_BACKEND_SETTINGS says otherwise (see tests/guestimages.py).
+LIBGUESTFS_BACKEND_SETTINGS says otherwise (see testkit/config.py).
 
     python benchmarks/guest_batch.py [--keep DIR] [--quick]
 """
@@ -68,8 +68,6 @@ def build_images(directory):
 def make_conf(directory, drives_per_appliance):
     conf = config.make_conf(os.path.join(directory, 'workspace'),
                             guest=True)
-    conf.set_override('backend_settings', guestimages.BACKEND_SETTINGS,
-                      opts.GUEST_GROUP)
     if drives_per_appliance:
         conf.set_override('drives_per_appliance', drives_per_appliance,
                           opts.GUEST_GROUP)

@@ -282,3 +282,79 @@ class QemuImgFoundImageBroken(QemuImgFailed):
 class QemuImgBadOutput(InspectionFailed):
     def __init__(self, message):
         super().__init__(QEMU_IMG_BAD_OUTPUT, message)
+
+
+# Remote images read by ranges (qimgintrospect/remote/). A server that
+# lies about the image is refused (exit 3) with a code naming the lie; one
+# that cannot serve ranges raises RangesNotHonoured, the caller's signal
+# to download the image whole instead.
+REMOTE_SIZE_MISMATCH = _declare(
+    ImageRefused, 'remote-size-mismatch',
+    'The server gave another total length for the image than the size '
+    'known for it (Glance\'s image size, or its own first answer).')
+REMOTE_RANGE_MISMATCH = _declare(
+    ImageRefused, 'remote-range-mismatch',
+    'A partial answer (206) covers another range than the one asked, or '
+    'does not say which (no, or an unreadable, Content-Range).')
+REMOTE_BODY_TOO_LONG = _declare(
+    ImageRefused, 'remote-body-too-long',
+    'The server sent (or announced) more bytes than the range asked.')
+REMOTE_BODY_TOO_SHORT = _declare(
+    ImageRefused, 'remote-body-too-short',
+    'The server sent (or announced) fewer bytes than the range asked.')
+REMOTE_REDIRECT = _declare(
+    ImageRefused, 'remote-redirect-refused',
+    'The server redirected the request to another host, port or scheme.')
+REMOTE_CONTENT_ENCODED = _declare(
+    ImageRefused, 'remote-content-encoded',
+    'The server sent the range compressed (a Content-Encoding), so its '
+    'bytes are not the image\'s bytes at that offset.')
+REMOTE_RANGES_NOT_HONOURED = _declare(
+    InspectionFailed, 'remote-ranges-not-honoured',
+    'The server answered a ranged request with the whole image (200) or '
+    'refused it (a Glance store that cannot read at an offset answers '
+    '400): the image can only be read by a whole download.')
+REMOTE_NOT_FOUND = _declare(
+    UsageError, 'remote-not-found',
+    'The server has no image at this URL (404 or 410).')
+REMOTE_AUTH = _declare(
+    UsageError, 'remote-auth-failed',
+    'The server refused the credentials (401 or 403).')
+REMOTE_HTTP_ERROR = _declare(
+    InspectionFailed, 'remote-http-error',
+    'The server answered with an error or a status this reader does not '
+    'expect (5xx, another 4xx, 204, a redirect without a location).')
+REMOTE_UNREACHABLE = _declare(
+    InspectionFailed, 'remote-unreachable',
+    'The server could not be reached, or the connection failed or timed '
+    'out.')
+REMOTE_EXPORT_FAILED = _declare(
+    InspectionFailed, 'remote-export-failed',
+    'The NBD export of the remote image (nbdkit) could not start or died.')
+
+
+class RangesNotHonoured(InspectionFailed):
+    """The server cannot serve ranges: download the image whole instead.
+
+    Not a lie: a store that cannot read at an offset, or a web server with
+    ranges turned off. Whoever can fall back catches this type.
+    """
+
+    def __init__(self, message):
+        super().__init__(REMOTE_RANGES_NOT_HONOURED, message)
+
+
+def error_from_code(code, message):
+    """Rebuild the error a code names (one recorded by another process).
+
+    :returns: an :class:`IntrospectionError` of the code's category, a
+        :class:`RangesNotHonoured` for its code.
+    :raises ValueError: *code* is not declared.
+    """
+    if code == REMOTE_RANGES_NOT_HONOURED:
+        return RangesNotHonoured(message)
+    category = {cls.exit_code: cls for cls in
+                (UsageError, ImageRefused, InspectionFailed)}
+    if code not in CODES:
+        raise ValueError('undeclared error code %r' % code)
+    return category[CODES[code][0]](code, message)

@@ -308,6 +308,19 @@ class Slot(object):
         finally:
             os.close(fd)
 
+    def reserve(self, nbytes, what):
+        """Count *nbytes* against the quota until the slot is released.
+
+        For files a caller writes into :attr:`directory` itself (the
+        block cache of a remote image read by ranges), as
+        :meth:`private_copy` and :meth:`receive` do for theirs.
+
+        :param what: names the file in the error message.
+        :raises InspectionFailed: workspace-quota-exceeded,
+            workspace-no-space.
+        """
+        self._reserve(nbytes, what)
+
     def _reserve(self, nbytes, what):
         workspace = self.workspace
         with lockutils.lock('quota', external=True,

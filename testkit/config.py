@@ -1,8 +1,10 @@
 """The configuration tests, benchmarks and tools run with.
 
-One place that says what differs from the defaults when the code runs
-outside a service: a private workspace, no free-space reserve, and no
-guest appliance (20-30 s here) unless the caller asks for one.
+The one builder of it: what differs from the defaults when the code runs
+outside a service (a private workspace, no free-space reserve, no guest
+appliance unless the caller asks for one, and then under software
+emulation unless the environment says otherwise), plus what the caller
+overrides, group by group.
 """
 
 import os
@@ -11,10 +13,20 @@ from oslo_config import cfg
 
 from qimgintrospect import opts
 
+#: libguestfs backend settings for appliances in tests and benchmarks:
+#: these machines' KVM does not run the appliance (see the environment
+#: notes), so software emulation unless the environment says otherwise.
+BACKEND_SETTINGS = [s for s in os.environ.get(
+    'LIBGUESTFS_BACKEND_SETTINGS', 'force_tcg').split(':') if s]
 
-def overrides(workspace_dir, guest=False):
-    """Option values by group for a run whose workspace is *workspace_dir*."""
-    return {
+
+def overrides(workspace_dir, guest=False, **groups):
+    """Option values by group for a run whose workspace is *workspace_dir*.
+
+    :param guest: run the guest stage (under :data:`BACKEND_SETTINGS`).
+    :param groups: more values, ``group_name={option: value}``; they win.
+    """
+    values = {
         opts.WORKSPACE_GROUP: {
             'directory': str(workspace_dir),
             'min_free_mb': 0,
@@ -22,14 +34,19 @@ def overrides(workspace_dir, guest=False):
         },
         opts.GUEST_GROUP: {'enabled': guest},
     }
+    if guest:
+        values[opts.GUEST_GROUP]['backend_settings'] = BACKEND_SETTINGS
+    for group, options in groups.items():
+        values.setdefault(group, {}).update(options)
+    return values
 
 
-def make_conf(workspace_dir, guest=False):
+def make_conf(workspace_dir, guest=False, **groups):
     """A fresh ConfigOpts with :func:`overrides` applied."""
     conf = cfg.ConfigOpts()
     opts.register_opts(conf)
     conf([], project='qimgintrospect', default_config_files=[])
-    for group, values in overrides(workspace_dir, guest).items():
+    for group, values in overrides(workspace_dir, guest, **groups).items():
         for name, value in values.items():
             conf.set_override(name, value, group)
     return conf

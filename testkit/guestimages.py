@@ -19,15 +19,10 @@ import shutil
 import subprocess
 import uuid
 
+from testkit import config
 from testkit import imagebuilder
 
 MiB = 1024 * 1024
-
-#: libguestfs backend settings for appliances in tests and benchmarks:
-#: these machines' KVM does not run the appliance (see the environment
-#: notes), so software emulation unless the environment says otherwise.
-BACKEND_SETTINGS = [s for s in os.environ.get(
-    'LIBGUESTFS_BACKEND_SETTINGS', 'force_tcg').split(':') if s]
 
 #: What one guest is. ``os_release``: the fields of /etc/os-release;
 #: ``disk_format``: what it is converted to; ``admin_user``: the
@@ -105,7 +100,7 @@ _ESP_GUID = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B'
 def environment():
     """The environment guestfish and virt-inspector run with here."""
     env = dict(os.environ, LIBGUESTFS_BACKEND='direct')
-    env['LIBGUESTFS_BACKEND_SETTINGS'] = ':'.join(BACKEND_SETTINGS)
+    env['LIBGUESTFS_BACKEND_SETTINGS'] = ':'.join(config.BACKEND_SETTINGS)
     return env
 
 

@@ -368,7 +368,7 @@ def test_an_audit_without_its_guest_stage_asks_again_next_run(
 
     cli.set('introspection_guest', 'backend', 'direct')
     cli.set('introspection_guest', 'backend_settings',
-            guestimages.BACKEND_SETTINGS)
+            config.BACKEND_SETTINGS)
     working = _audit(cli, server, state, '--owner', project)
     counts = working['summary']['images']
     assert (counts['inspected'], counts['unchanged'],

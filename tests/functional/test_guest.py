@@ -14,13 +14,11 @@ import shutil
 import signal
 import sys
 
-from oslo_config import cfg
 import psutil
 import pytest
 
 from qimgintrospect import api
 from qimgintrospect import exception
-from qimgintrospect.inspectors import guest
 from qimgintrospect.inspectors.guest import appliance
 from qimgintrospect.inspectors.guest import session
 from qimgintrospect import normalise
@@ -45,19 +43,12 @@ OS_GUESTS = [n for n, g in guestimages.GUESTS.items() if g.os_release]
 
 
 def _guest_conf(directory, **guest_overrides):
-    conf = cfg.ConfigOpts()
-    opts.register_opts(conf)
-    conf([], project='qimgintrospect', default_config_files=[])
-    for name, value in {'directory': str(directory), 'min_free_mb': 0,
-                        'max_workers': 2, 'slot_wait_timeout': 600}.items():
-        conf.set_override(name, value, opts.WORKSPACE_GROUP)
-    values = {'enabled': True,
-              'backend_settings': guestimages.BACKEND_SETTINGS,
-              'drives_per_appliance': DRIVES_PER_APPLIANCE}
-    values.update(guest_overrides)
-    for name, value in values.items():
-        conf.set_override(name, value, opts.GUEST_GROUP)
-    return conf
+    return config.make_conf(
+        directory, guest=True,
+        introspection_workspace={'max_workers': 2, 'slot_wait_timeout': 600},
+        introspection_guest=dict(
+            {'drives_per_appliance': DRIVES_PER_APPLIANCE},
+            **guest_overrides))
 
 
 def _qemu_children():
@@ -262,7 +253,7 @@ def test_no_appliance_or_copy_outlives_the_batch(batch):
 def test_cli_prints_os_properties(cli, guest_images):
     cli.set(opts.GUEST_GROUP, 'enabled', True)
     cli.set(opts.GUEST_GROUP, 'backend_settings',
-            guestimages.BACKEND_SETTINGS)
+            config.BACKEND_SETTINGS)
     code, output = cli.inspect_json(guest_images['alma-uefi'], timeout=600)
     assert code == 0, output
     properties = output['properties']
@@ -280,7 +271,7 @@ def test_libguestfs_unusable_keeps_format_properties_with_a_warning(
         conf = _guest_conf(tmp_path / 'workspace')
         # A real ImportError from Python's import machinery.
         monkeypatch.setitem(sys.modules, 'guestfs', None)
-        monkeypatch.setattr(guest, '_binding', None)
+        monkeypatch.setattr(appliance, '_binding', None)
     result = api.inspect(guest_images['ubuntu'], None, conf)
     assert result.properties['disk_format'] == 'qcow2'
     assert result.properties['virtual_size'] > 0
