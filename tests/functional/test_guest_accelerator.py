@@ -44,6 +44,8 @@ if not os.path.exists(qemuwrapper.REAL_QEMU):
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 UBUNTU = guestimages.GUESTS['ubuntu'].os_release
+# The default configuration, not the tests' forced software emulation.
+AUTO = {opts.GUEST_GROUP: {'backend_settings': []}}
 
 
 @pytest.fixture(scope='module')
@@ -175,7 +177,7 @@ def test_a_working_kvm_passes_the_probe_at_once(tmp_path, monkeypatch,
     monkeypatch.setenv('LIBGUESTFS_HV', wrapper.path)
     workspace = tmp_path / 'workspace'
     os.makedirs(str(workspace), mode=0o700)
-    conf = config.make_conf(workspace, guest=True)
+    conf = config.make_conf(workspace, guest=True, **AUTO)
     store = verdicts.VerdictStore(str(workspace))
     chooser = accelerator.Chooser(appliance.load_binding(), conf,
                                   str(workspace), store)
@@ -196,7 +198,7 @@ def test_a_kvm_that_broke_since_its_verdict_keeps_the_batch(
     monkeypatch.setenv('LIBGUESTFS_HV', wrapper.path)
     workspace = tmp_path / 'workspace'
     os.makedirs(str(workspace), mode=0o700)
-    conf = config.make_conf(workspace, guest=True)
+    conf = config.make_conf(workspace, guest=True, **AUTO)
     # KVM worked an hour ago, on this very host.
     gfs = appliance.load_binding()
     g = gfs.GuestFS(python_return_dict=True, close_on_exit=False)

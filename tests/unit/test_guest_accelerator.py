@@ -108,7 +108,8 @@ def _probe_in_a_process(workspace, counter, results):
 
     accelerator.probe = counting_probe
     accelerator.kvm_usable = lambda: True
-    conf = config.make_conf(workspace, guest=True)
+    conf = config.make_conf(workspace, guest=True, **{
+        opts.GUEST_GROUP: {'backend_settings': []}})
     gfs = appliance.load_binding()
     chooser = accelerator.Chooser(gfs, conf, workspace,
                                   verdicts.VerdictStore(workspace))
