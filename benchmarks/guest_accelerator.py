@@ -177,6 +177,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repeat', type=int, default=5,
                         help='probes timed per host (default 5)')
+    parser.add_argument('--inspections', type=int, default=2,
+                        help='inspections timed per configuration, '
+                             'alternated (default 2)')
     parser.add_argument('--plain-cap', type=int, default=60,
                         help='seconds plain guestfish may hang (default 60)')
     parser.add_argument('--quick', action='store_true',
@@ -184,22 +187,23 @@ def main():
     args = parser.parse_args()
     directory = tempfile.mkdtemp(prefix='accel-bench-')
     try:
+        # One wrapper per host for the whole run: libguestfs queries a new
+        # qemu binary's features once (cached afterwards, for probe and
+        # appliance alike), on the first probe below, which is not counted.
+        hosts = {mode: Host(directory, mode)
+                 for mode in ('kvm-hangs', 'real', 'kvm-as-tcg')}
         print('1. The probe alone, from a fresh workspace (%d each)'
               % args.repeat)
-        for mode in ('kvm-hangs', 'real', 'kvm-as-tcg'):
-            with Host(directory, mode):
-                # The first run of a new qemu binary also makes libguestfs
-                # query its features (cached afterwards, for probe and
-                # appliance alike): not counted.
+        for mode, label in (
+                ('kvm-hangs', 'KVM hangs (wrapper)'),
+                ('real', 'KVM aborts (this machine\'s real qemu)'),
+                ('kvm-as-tcg', 'KVM works (wrapper: accel=kvm run as tcg)')):
+            with hosts[mode]:
                 time_probe(directory, 1)
                 runs = time_probe(directory, args.repeat)
-            label = {'kvm-hangs': 'KVM hangs (wrapper)',
-                     'real': 'KVM aborts (this machine\'s real qemu)',
-                     'kvm-as-tcg': 'KVM works (wrapper: accel=kvm run '
-                                   'as tcg)'}[mode]
             print('   %-44s %s -> %s' % (label, _stats([r[0] for r in runs]),
                                          sorted({r[1] for r in runs})))
-        with Host(directory, 'kvm-as-tcg'):
+        with hosts['kvm-as-tcg']:
             stored = time_stored_verdict(directory)
         print('   %-44s median %.4f s'
               % ('verdict found stored (next process)', stored))
@@ -212,45 +216,64 @@ def main():
         print('\n(built one guest in %.0f s, not counted)'
               % (time.perf_counter() - start))
 
-        print('\n2. One guest where KVM hangs')
-        with Host(directory, 'kvm-hangs'):
-            auto = time_inspection(directory, image, AUTO)
-            forced = time_inspection(directory, image, FORCE_TCG)
+        print('\n2. One guest where KVM hangs (%d runs each, alternated)'
+              % args.inspections)
+        with hosts['kvm-hangs']:
+            auto, forced = alternate(directory, image, AUTO, FORCE_TCG,
+                                     args.inspections)
             plain, _ = time_plain_guestfish(image, args.plain_cap,
                                             directory)
             plain_tcg, ok = time_plain_guestfish(image, args.plain_cap * 3,
                                                  directory, 'force_tcg')
-        print('   %-52s %7.1f s (probe %.1f s) %s' % (
-            'default configuration: probe, then TCG', auto[0], auto[1],
-            auto[2]))
-        print('   %-52s %7.1f s %s' % (
-            'backend_settings = force_tcg (no probe)', forced[0],
-            forced[2]))
-        print('   %-52s %9s' % (
+        report(auto, 'default configuration: probe, then TCG')
+        report(forced, 'backend_settings = force_tcg (no probe)')
+        print('   %-52s %s' % (
             'plain guestfish run (accel=kvm:tcg)',
             'hung, killed at %d s' % args.plain_cap if plain is None
             else '%.1f s' % plain))
-        print('   %-52s %7.1f s%s' % (
+        print('   %-52s %.1f s%s' % (
             'plain guestfish run, force_tcg (launch only)', plain_tcg or -1,
             '' if ok else ' (failed)'))
-        print('   fallback total - force_tcg total: %+.1f s (the probe: '
-              '%.1f s)' % (auto[0] - forced[0], auto[1]))
+        compare(auto, forced)
 
-        print('\n3. One guest where KVM works (accel=kvm run as tcg)')
-        with Host(directory, 'kvm-as-tcg'):
-            auto = time_inspection(directory, image, AUTO)
-            forced = time_inspection(directory, image, FORCE_KVM)
-        print('   %-52s %7.1f s (probe %.2f s) %s' % (
-            'default configuration: probe, then "KVM"', auto[0], auto[1],
-            auto[2]))
-        print('   %-52s %7.1f s %s' % ('accelerator = kvm (no probe)',
-                                       forced[0], forced[2]))
-        print('   the probe\'s overhead: %.2f s measured inside the run '
-              '(totals differ by %+.1f s, run-to-run noise of emulation '
-              'included)' % (auto[1], auto[0] - forced[0]))
+        print('\n3. One guest where KVM works (accel=kvm run as tcg; %d runs '
+              'each, alternated)' % args.inspections)
+        with hosts['kvm-as-tcg']:
+            auto, forced = alternate(directory, image, AUTO, FORCE_KVM,
+                                     args.inspections)
+        report(auto, 'default configuration: probe, then "KVM"')
+        report(forced, 'accelerator = kvm (no probe)')
+        compare(auto, forced)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return 0
+
+
+def alternate(directory, image, first, second, count):
+    """*count* inspections with each configuration, in turns."""
+    runs = ([], [])
+    for _ in range(count):
+        for groups, into in ((first, runs[0]), (second, runs[1])):
+            into.append(time_inspection(directory, image, groups))
+    return runs
+
+
+def report(runs, label):
+    walls = [r[0] for r in runs]
+    probes = [r[1] for r in runs if r[1] is not None]
+    print('   %-52s %s%s %s' % (
+        label, _stats(walls),
+        ', probe %s' % _stats(probes) if probes else '',
+        sorted({r[2] for r in runs})))
+
+
+def compare(auto, forced):
+    print('   with the probe - without: %+.1f s (medians; the probe itself: '
+          '%.2f s, the rest is the run-to-run noise of emulation on a '
+          'shared machine)' % (
+              statistics.median([r[0] for r in auto])
+              - statistics.median([r[0] for r in forced]),
+              statistics.median([r[1] for r in auto])))
 
 
 if __name__ == '__main__':

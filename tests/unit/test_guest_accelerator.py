@@ -100,7 +100,7 @@ def _probe_in_a_process(workspace, counter, results):
     # workspace are: it counts the probes it runs in *counter*.
     from testkit import config
 
-    def counting_probe(gfs, conf, workdir, observer=None):
+    def counting_probe(gfs, conf, workdir):
         with open(counter, 'a') as f:
             f.write('%d\n' % os.getpid())
         time.sleep(0.5)
@@ -140,7 +140,7 @@ def test_processes_sharing_a_workspace_probe_once(gconf, workspace_dir,
 
 def _chooser(gconf, workspace_dir, probes=None, monkeypatch=None):
     if probes is not None:
-        def fake_probe(gfs, conf, workdir, observer=None):
+        def fake_probe(gfs, conf, workdir):
             verdict = probes.pop(0)
             return verdict and verdict._replace(made_at=time.time())
 
@@ -292,6 +292,7 @@ def test_a_fallback_relaunches_the_same_appliance_under_tcg(
     # launch of the session goes to TCG at once.
     assert _Appliance.launches == [('kvm', labels), ('tcg', labels),
                                    ('tcg', ['image-0'])]
-    assert [(e.stage, e.accelerator) for e in events[:5]] == [
-        ('launch', 'kvm'), ('closed', None), ('launch', 'tcg'),
-        ('inspect', 'tcg'), ('closed', None)]
+    assert [(e.stage, e.accelerator) for e in events[:7]] == [
+        ('launch', 'kvm'), ('closed', None), ('probe', 'kvm'),
+        ('closed', None), ('launch', 'tcg'), ('inspect', 'tcg'),
+        ('closed', None)]

@@ -139,7 +139,7 @@ def plan_from(verdict):
                 'the KVM probe: ' + verdict.reason)
 
 
-def probe(gfs, conf, workdir, observer=None):
+def probe(gfs, conf, workdir):
     """Start an appliance without any image under KVM; return a Verdict.
 
     :returns: a :class:`~.verdicts.Verdict` without fingerprint (``kvm``
@@ -149,9 +149,6 @@ def probe(gfs, conf, workdir, observer=None):
         nothing). Never raises for the appliance's sake.
     """
     timeout = conf[opts.GUEST_GROUP].accelerator_probe_timeout
-    key = progress.new_key()
-    progress.notify(observer, progress.PROBE, [PROBE_LABEL], key, timeout,
-                    KVM)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix='kvm-probe-',
                                      dir=workdir) as tmp:
@@ -161,8 +158,6 @@ def probe(gfs, conf, workdir, observer=None):
                 console, failed = probed.console, None
         except appliance_mod.LaunchFailed as err:
             console, failed = err.console, err
-        finally:
-            progress.notify(observer, progress.CLOSED, [PROBE_LABEL], key)
     seconds = time.monotonic() - started
     if console.life is not None:
         reason = ('the guest wrote to its console %.1f s after qemu started '
@@ -254,19 +249,29 @@ class Chooser(object):
             return stored
         lock = (self.store.probing() if self.store is not None
                 else contextlib.nullcontext())
-        with lock:
-            # Another process may have probed while this one waited.
-            stored = self._stored(current, older_than)
-            if stored is not None:
-                return stored
-            verdict = probe(self.gfs, self.conf, self.workdir, self.observer)
-            if verdict is None:
-                return None
-            verdict = verdict._replace(fingerprint=current)
-            self._announce(verdict)
-            if self.store is not None:
-                self.store.save(verdict)
-            return verdict
+        # Shown from the wait on another process's probe on: to whoever
+        # watches, that wait is the probe.
+        key = progress.new_key()
+        progress.notify(self.observer, progress.PROBE, [PROBE_LABEL], key,
+                        self.conf[opts.GUEST_GROUP].accelerator_probe_timeout,
+                        KVM)
+        try:
+            with lock:
+                # Another process may have probed while this one waited.
+                stored = self._stored(current, older_than)
+                if stored is not None:
+                    return stored
+                verdict = probe(self.gfs, self.conf, self.workdir)
+                if verdict is None:
+                    return None
+                verdict = verdict._replace(fingerprint=current)
+                self._announce(verdict)
+                if self.store is not None:
+                    self.store.save(verdict)
+                return verdict
+        finally:
+            progress.notify(self.observer, progress.CLOSED, [PROBE_LABEL],
+                            key)
 
     def _stored(self, current, older_than):
         if self.store is None:
