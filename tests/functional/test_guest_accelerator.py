@@ -8,7 +8,8 @@ logs every run, which is how these tests see whether a probe happened.
 Everything else is real: libguestfs, qemu, the appliance, the CLI.
 
 Appliance launches cost 20-40 s each here: three in this module (the
-CLI twice, one batch of two drives); the rest only probe.
+CLI twice, one batch of two drives); the rest only probe, or are killed
+within seconds.
 """
 
 import fcntl
@@ -29,6 +30,7 @@ from qimgintrospect import api
 from qimgintrospect import exception
 from qimgintrospect.inspectors.guest import accelerator
 from qimgintrospect.inspectors.guest import appliance
+from qimgintrospect.inspectors.guest import session
 from qimgintrospect.inspectors.guest import verdicts
 from qimgintrospect import opts
 from testkit import config
@@ -222,6 +224,34 @@ def test_a_kvm_that_broke_since_its_verdict_keeps_the_batch(
     assert [(r['kvm'], _drives(r)) for r in wrapper.boots()] == [
         (True, 2), (True, 1), (False, 2)]
     assert store.load(current).accelerator == 'tcg'
+    assert _qemu_children() == []
+    assert config.workspace_leftovers(workspace) == []
+
+
+def test_a_host_where_neither_kvm_nor_tcg_starts_is_remembered(
+        ubuntu, tmp_path, monkeypatch, kvm_here):
+    monkeypatch.setattr(session, '_host_failures', {})
+    wrapper = qemuwrapper.write(tmp_path / 'hv', 'kvm-hangs')
+    monkeypatch.setenv('LIBGUESTFS_HV', wrapper.path)
+    workspace = tmp_path / 'workspace'
+    # No boot under emulation fits in 6 s: TCG fails too.
+    conf = config.make_conf(workspace, guest=True, **{opts.GUEST_GROUP: {
+        'backend_settings': [], 'accelerator_probe_timeout': 2,
+        'launch_timeout': 6}})
+    first = api.inspect(ubuntu, None, conf)
+    # The probe, the image's appliance and the canary (both under TCG).
+    assert [(r['kvm'], _drives(r)) for r in wrapper.boots()] == [
+        (True, 1), (False, 1), (False, 1)]
+    warning, = first.warnings
+    assert exception.GUEST_UNAVAILABLE in warning
+    assert 'cannot start on this host' in warning
+    assert 'software emulation (TCG)' in warning
+    assert first.details['guest_stage'] == 'unavailable'
+    assert first.properties['disk_format'] == 'qcow2'
+    # Remembered: the next inspection launches nothing, probes nothing.
+    second = api.inspect(ubuntu, None, conf)
+    assert len(wrapper.boots()) == 3
+    assert second.warnings == first.warnings
     assert _qemu_children() == []
     assert config.workspace_leftovers(workspace) == []
 
