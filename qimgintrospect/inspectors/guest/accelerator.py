@@ -167,12 +167,12 @@ def probe(gfs, conf, workdir):
     if failed is None:
         return verdicts.Verdict(KVM, 'an appliance started under KVM',
                                 time.time(), seconds, None)
-    if failed is not None and 'kvm not available' in failed.message:
+    if 'kvm not available' in failed.message:
         return verdicts.Verdict(TCG, 'qemu reports no KVM', time.time(),
                                 seconds, None)
     if console.qemu_started is None:
         LOG.warning('the KVM probe could not start qemu, so it decides '
-                    'nothing: %s', failed.message if failed else '?')
+                    'nothing: %s', failed.message)
         return None
     if failed.timed_out:
         reason = ('an appliance started under KVM wrote nothing to its '
