@@ -54,6 +54,7 @@ from qimgintrospect.inspectors import header as header_inspector
 from qimgintrospect.inspectors import qemu_img
 from qimgintrospect import normalise
 from qimgintrospect import opts
+from qimgintrospect import progress
 from qimgintrospect import source
 from qimgintrospect import workspace
 
@@ -71,7 +72,8 @@ ImageRequest = collections.namedtuple('ImageRequest',
 ImageRequest.__new__.__defaults__ = (None, None)
 
 
-def inspect(path, disk_format=None, conf=None, run_guest=True):
+def inspect(path, disk_format=None, conf=None, run_guest=True,
+            observer=None):
     """Inspect the image file at *path*: a batch of one.
 
     :param path: the image; it is only read, never modified.
@@ -82,6 +84,8 @@ def inspect(path, disk_format=None, conf=None, run_guest=True):
     :param run_guest: False never runs the guest stage, whatever
         ``[introspection_guest] enabled`` says (the Glance plugin's own
         switch).
+    :param observer: None, or a callable told of each stage as a
+        :class:`qimgintrospect.progress.Event` (the CLI's status line).
     :returns: :class:`qimgintrospect.normalise.Result` with ``properties``,
         ``details`` and ``warnings``.
     :raises IntrospectionError: and nothing else; its ``code`` names the
@@ -89,11 +93,12 @@ def inspect(path, disk_format=None, conf=None, run_guest=True):
         workspace holds nothing of this call once it returns or raises.
     """
     outcome, = _run([ImageRequest(path, disk_format)], conf or CONF,
-                    None, run_guest)
+                    None, run_guest, observer)
     return outcome.result()
 
 
-def inspect_many(requests, conf=None, slot=None, run_guest=True):
+def inspect_many(requests, conf=None, slot=None, run_guest=True,
+                 observer=None):
     """Inspect several images; one broken image fails alone.
 
     Images of one ``owner`` are inspected in batches of up to
@@ -107,6 +112,8 @@ def inspect_many(requests, conf=None, slot=None, run_guest=True):
         slot is taken. None: up to ``max_workers`` batches at once, each
         in a slot of its own.
     :param run_guest: as for :func:`inspect`.
+    :param observer: as for :func:`inspect`; called from every batch's
+        thread, so it must be thread-safe.
     :returns: a list, in the order of *requests*, holding for each image
         either its :class:`~qimgintrospect.normalise.Result` or the
         :class:`~qimgintrospect.exception.IntrospectionError` that stopped
@@ -114,7 +121,7 @@ def inspect_many(requests, conf=None, slot=None, run_guest=True):
     """
     return [outcome.exception() or outcome.result()
             for outcome in _run(list(requests), conf or CONF, slot,
-                                run_guest)]
+                                run_guest, observer)]
 
 
 def batch_size(conf=None):
@@ -173,7 +180,7 @@ def incomplete(result):
     return result.details.get(guest_stage.KEY) in guest_stage.RETRIABLE
 
 
-def _run(requests, conf, slot, run_guest):
+def _run(requests, conf, slot, run_guest, observer=None):
     """One :class:`~concurrent.futures.Future` per request, all done."""
     outcomes = [futures.Future() for _ in requests]
     batches = Batches(batch_size(conf) if run_guest else 1)
@@ -184,7 +191,8 @@ def _run(requests, conf, slot, run_guest):
 
     def inspect_group(group):
         _inspect_batch([requests[i] for i in group],
-                       [outcomes[i] for i in group], conf, slot, run_guest)
+                       [outcomes[i] for i in group], conf, slot, run_guest,
+                       observer)
 
     workers = min(len(groups), conf[opts.WORKSPACE_GROUP].max_workers)
     if slot is not None or workers <= 1:
@@ -196,8 +204,10 @@ def _run(requests, conf, slot, run_guest):
     return outcomes
 
 
-def _inspect_batch(requests, outcomes, conf, slot, run_guest):
+def _inspect_batch(requests, outcomes, conf, slot, run_guest,
+                   observer=None):
     """Inspect one batch; set each image's outcome."""
+    progress.notify(observer, progress.HEADER, [r.path for r in requests])
     with contextlib.ExitStack() as stack:
         checked = []
         # Headers first, before a slot is taken: a refused image never
@@ -220,9 +230,9 @@ def _inspect_batch(requests, outcomes, conf, slot, run_guest):
             for request, outcome, opened, (image, header) in checked:
                 with opened, _recorded(outcome, request.path):
                     prepared.append((outcome, _copy_and_measure(
-                        request.path, image, header, slot, conf)))
+                        request.path, image, header, slot, conf, observer)))
             found = _guest_findings([p for _, p in prepared], slot, conf,
-                                    run_guest)
+                                    run_guest, observer)
             for (outcome, image), guest_findings in zip(prepared, found):
                 with _recorded(outcome, image.path):
                     outcome.set_result(_finish(image, guest_findings,
@@ -244,20 +254,22 @@ def _checked_source(path, disk_format, conf):
                                               declared_format, conf)
 
 
-def _copy_and_measure(path, image, header, slot, conf):
+def _copy_and_measure(path, image, header, slot, conf, observer=None):
+    progress.notify(observer, progress.COPY, [path])
     copy = slot.private_copy(image)
     header_inspector.confirm_copy(copy.path, header)
+    progress.notify(observer, progress.QEMU_IMG, [path])
     qemu_findings = qemu_img.inspect(copy.path, header.format, conf, header)
     return _Prepared(path, header, qemu_findings, copy.path)
 
 
-def _guest_findings(prepared, slot, conf, run_guest):
+def _guest_findings(prepared, slot, conf, run_guest, observer=None):
     """Guest findings for each prepared image: None, a dict, or its error."""
     if not (run_guest and conf[opts.GUEST_GROUP].enabled) or not prepared:
         return [None] * len(prepared)
     images = [guest.GuestImage(p.copy_path, p.header.format, p.path)
               for p in prepared]
-    return guest.inspect_images(images, conf, slot.directory)
+    return guest.inspect_images(images, conf, slot.directory, observer)
 
 
 def _finish(prepared, guest_findings, conf):

@@ -249,7 +249,8 @@ guest_opts = [
                help='Seconds the appliance may take to boot. Past it, its '
                     'qemu is killed and the images get guest-timeout (or '
                     'guest-unavailable when an appliance without any image '
-                    'cannot boot either).'),
+                    'cannot boot either). Under software emulation a boot '
+                    'takes 15-40 s on a loaded host.'),
     cfg.IntOpt('inspect_timeout',
                default=120,
                min=1,
@@ -271,15 +272,49 @@ guest_opts = [
                     'appliance. Up to max_workers appliances run at once, '
                     'so on a host without KVM several small appliances '
                     'finish sooner than one large one.'),
+    cfg.StrOpt('accelerator',
+               default='auto',
+               choices=[
+                   ('auto', 'KVM where it works, else software emulation: '
+                            'the first appliance of a host is preceded by '
+                            'a probe (an appliance without any image, '
+                            'started under KVM and stopped as soon as its '
+                            'guest writes to the console, about half a '
+                            'second where KVM works); if the guest says '
+                            'nothing within accelerator_probe_timeout or '
+                            'qemu aborts, appliances run under TCG, with '
+                            'a warning. The verdict is kept in the '
+                            'workspace (.host/accelerator.json) for a day, '
+                            'or until qemu, the kernel or libguestfs '
+                            'change.'),
+                   ('kvm', 'KVM only (libguestfs force_kvm): no probe, no '
+                           'fallback; a launch fails where KVM does.'),
+                   ('tcg', 'software emulation only (libguestfs '
+                           'force_tcg): no probe.'),
+               ],
+               help='Which accelerator the appliances run under. '
+                    'backend_settings holding force_kvm or force_tcg (or '
+                    'LIBGUESTFS_BACKEND_SETTINGS, when backend_settings is '
+                    'empty) wins over this option.'),
+    cfg.IntOpt('accelerator_probe_timeout',
+               default=10,
+               min=1,
+               max=120,
+               help='Seconds the KVM probe waits, once qemu has started, '
+                    'for its guest to write to the console before KVM is '
+                    'declared unusable (where KVM works, the firmware '
+                    'writes within a fraction of a second).'),
     cfg.StrOpt('backend',
                default='direct',
                help='libguestfs backend. The timeouts are enforced by '
                     'killing the appliance\'s qemu, which only the '
-                    '"direct" backend runs as a child of this process.'),
+                    '"direct" backend runs as a child of this process; '
+                    'with another backend KVM is not probed either.'),
     cfg.ListOpt('backend_settings',
                 default=[],
-                help='libguestfs backend settings, for example "force_tcg" '
-                     'on hosts where KVM is missing or broken. Empty: '
+                help='libguestfs backend settings. Not needed where KVM is '
+                     'missing or broken: see accelerator. "force_tcg" or '
+                     '"force_kvm" here wins over accelerator. Empty: '
                      'libguestfs\'s own default, which honours '
                      'LIBGUESTFS_BACKEND_SETTINGS.'),
 ]

@@ -32,6 +32,7 @@ import yaml
 
 from qimgintrospect.cmd import common
 from qimgintrospect.cmd import glance as glance_cmd
+from qimgintrospect.cmd import progress as progress_display
 from qimgintrospect.glance import audit
 from qimgintrospect.glance import client as glance_client
 from qimgintrospect.glance import report as report_mod
@@ -109,7 +110,11 @@ class Audit(common.ErrorReporting, lister.Lister):
             ('updated_at', 'updated_since')) if getattr(parsed_args, attr)}
         bar = tqdm.tqdm(unit=' images', file=self.app.stderr,
                         disable=parsed_args.no_progress
-                        or not self.app.stderr.isatty())
+                        or not self.app.stderr.isatty(),
+                        **progress_display.screen(self.app.stderr))
+        # The probe and the appliances starting and running, beside the
+        # count of images.
+        appliances = progress_display.ApplianceStatus(bar)
 
         def progress(image, outcome, unchanged):
             bar.update(1)
@@ -118,16 +123,17 @@ class Audit(common.ErrorReporting, lister.Lister):
             run = audit.Audit(client, CONF, state,
                               glance_cmd.policy_from(parsed_args),
                               max_images=parsed_args.max_images,
-                              progress=progress)
+                              progress=progress, observer=appliances)
             try:
-                report = run.run(filters)
+                with appliances.logging_through():
+                    report = run.run(filters)
             except (KeyboardInterrupt, SystemExit):
                 self.app.stderr.write(
                     'audit interrupted: %d images are recorded in %s; run '
                     'it again to continue\n' % (state.count(), state.path))
                 raise
             finally:
-                bar.close()
+                appliances.close()
         self._summary = report.summary(CONF)
         return report_mod.COLUMNS, glance_cmd.display_rows(parsed_args,
                                                            report.rows)

@@ -18,6 +18,7 @@ from cliff import show
 
 from qimgintrospect import api
 from qimgintrospect.cmd import common
+from qimgintrospect.cmd import progress
 from qimgintrospect.cmd import shell
 
 
@@ -36,10 +37,23 @@ class Inspect(common.ErrorReporting, show.ShowOne):
                  'vmdk, vhd, vhdx, vdi, iso, ploop). The image is refused '
                  'when its header says otherwise. Default: the detected '
                  'format.')
+        parser.add_argument(
+            '--no-progress', action='store_true',
+            help='No status line on stderr (there is none unless stderr '
+                 'is a terminal).')
         return parser
 
     def take_action(self, parsed_args):
-        result = api.inspect(parsed_args.path, parsed_args.disk_format)
+        stderr = self.app.stderr
+        line = progress.StageLine(stderr, not parsed_args.no_progress
+                                  and stderr.isatty())
+        try:
+            with line.logging_through():
+                result = api.inspect(parsed_args.path,
+                                     parsed_args.disk_format,
+                                     observer=line)
+        finally:
+            line.close()
         return (('properties', 'details', 'warnings'),
                 (common.DictColumn(result.properties),
                  common.DictColumn(result.details),

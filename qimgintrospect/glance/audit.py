@@ -71,16 +71,19 @@ class Audit(object):
         rest are counted as deferred, for the next run); None: no limit.
     :param progress: called in the calling thread as
         ``progress(image, outcome, unchanged)`` after each image.
+    :param observer: a :mod:`qimgintrospect.progress` observer for the
+        core's stages (KVM probe, appliances), called from the workers.
     """
 
     def __init__(self, client, conf, state, policy, max_images=None,
-                 progress=None):
+                 progress=None, observer=None):
         self.client = client
         self.conf = conf
         self.state = state
         self.policy = policy
         self.max_images = max_images
         self.progress = progress
+        self.observer = observer
         self.workers = conf[opts.WORKSPACE_GROUP].max_workers
         # Images of one owner are gathered into batches that share a
         # workspace slot and, with guest detection on, one appliance.
@@ -167,7 +170,8 @@ class Audit(object):
         # raises, so that one image's trouble stays that image's.
         try:
             return glance_client.inspect_images(self.client, batch,
-                                                self.conf, stop)
+                                                self.conf, stop,
+                                                self.observer)
         except exception.IntrospectionError as err:
             return [err] * len(batch)
         except Exception as err:

@@ -168,7 +168,7 @@ def inspect_image(client, image, conf, stop=None):
     return outcome
 
 
-def inspect_images(client, images, conf, stop=None):
+def inspect_images(client, images, conf, stop=None, observer=None):
     """Download inspectable *images* of one owner and inspect them together.
 
     The downloads and the core's private copies share one slot of the
@@ -177,6 +177,7 @@ def inspect_images(client, images, conf, stop=None):
     core inspects the images with one :func:`api.inspect_many` call: one
     guest appliance for up to :func:`api.batch_size` images of one owner.
 
+    :param observer: passed to :func:`api.inspect_many`.
     :returns: for each image, its Result or the IntrospectionError that
         stopped its download or inspection; one image fails alone.
     :raises IntrospectionError: only what stops them all (no slot).
@@ -194,7 +195,8 @@ def inspect_images(client, images, conf, stop=None):
                 copy.path, image.get('disk_format'), image.get('owner')))
             indexes.append(n)
         for n, outcome in zip(indexes,
-                              api.inspect_many(requests, conf, slot=slot)):
+                              api.inspect_many(requests, conf, slot=slot,
+                                               observer=observer)):
             outcomes[n] = outcome
     return outcomes
 
