@@ -41,9 +41,14 @@ _GENERAL = {'virtual-size': 'virtual_size',
             'dirty-flag': 'dirty_flag'}
 
 
-def inspect(path, disk_format, conf):
+def inspect(path, disk_format, conf, filename=None):
     """Run qemu-img info on the copy at *path* as *disk_format* (Glance).
 
+    :param path: the workspace copy, or the NBD URI of a remote image's
+        export (see :func:`qimgintrospect.executor.qemu_img_info`).
+    :param filename: how qemu-img names the image in its answer, when
+        not *path* (an export: its own spelling of the URI); a VMDK extent
+        in any other file is refused.
     :returns: dict of findings (virtual_size, actual_size, ...).
     :raises ImageRefused: qemu-img-format-disagrees, backing-file,
         data-file, vmdk-external-extent, virtual-size-too-large.
@@ -68,7 +73,7 @@ def inspect(path, disk_format, conf):
             'qemu-img reports an external data file: %r'
             % specific['data-file'])
     for extent in specific.get('extents') or []:
-        if extent.get('filename') != path:
+        if extent.get('filename') != (filename or path):
             raise exception.ImageRefused(
                 exception.VMDK_EXTENT,
                 'qemu-img reports a VMDK extent outside the image: %r'

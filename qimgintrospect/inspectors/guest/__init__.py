@@ -39,9 +39,13 @@ from qimgintrospect.inspectors.guest import appliance
 from qimgintrospect.inspectors.guest import session
 
 #: One image for the appliance: the workspace copy, its verified Glance
-#: disk format, and a label for logs (the user's path).
+#: disk format, and a label for logs (the user's path). A remote image
+#: read by ranges is an NBD export instead: ``server`` (libguestfs's
+#: ``['unix:SOCKET']``) and its export name as ``path``.
 GuestImage = collections.namedtuple('GuestImage',
-                                    ['path', 'disk_format', 'label'])
+                                    ['path', 'disk_format', 'label',
+                                     'server'])
+GuestImage.__new__.__defaults__ = (None,)
 
 
 def inspect_images(images, conf, workdir):

@@ -163,7 +163,8 @@ class Appliance(object):
         for image in self.images:
             g.add_drive_opts(image.path, readonly=True,
                              format=diskformats.QEMU_DRIVERS[
-                                 image.disk_format])
+                                 image.disk_format],
+                             **_protocol(image))
         if not self.images:
             g.add_drive_scratch(_SCRATCH_DRIVE)
 
@@ -280,6 +281,13 @@ class Watchdog(object):
                     child.kill()
             except psutil.Error:
                 continue
+
+
+def _protocol(image):
+    """add_drive_opts arguments for where *image* is: a file, or NBD."""
+    if image.server is None:
+        return {}
+    return {'protocol': 'nbd', 'server': list(image.server)}
 
 
 def first_line(err):
