@@ -49,7 +49,6 @@ from qimgintrospect.remote import image as remote_image  # noqa: E402
 from qimgintrospect import source  # noqa: E402
 from qimgintrospect import workspace  # noqa: E402
 from testkit import config  # noqa: E402
-from testkit import guestimages  # noqa: E402
 from testkit import imagebuilder  # noqa: E402
 from testkit import webserver  # noqa: E402
 
@@ -168,7 +167,7 @@ def inspect_guest(export, fmt):
     import guestfs
     g = guestfs.GuestFS(python_return_dict=True)
     try:
-        g.set_backend_settings(guestimages.BACKEND_SETTINGS)
+        g.set_backend_settings(config.BACKEND_SETTINGS)
         g.add_drive_opts('', protocol='nbd', server=export.server,
                          format=fmt, readonly=True)
         g.launch()
