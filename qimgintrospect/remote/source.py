@@ -31,11 +31,15 @@ URL, credentials, size, and how to download it whole);
 import collections
 import contextlib
 
+from oslo_log import log as logging
 from oslo_utils import units
 
 from qimgintrospect import opts
 from qimgintrospect.remote import httpranges
 from qimgintrospect.remote import image as remote_image
+from qimgintrospect.remote import nbdexport
+
+LOG = logging.getLogger(__name__)
 
 AUTO = 'auto'
 RANGES = 'ranges'
@@ -46,6 +50,8 @@ DOWNLOAD = 'download'
 #: ``requests`` (HTTP requests made) and ``image_size`` (the image's
 #: bytes: what a whole download moves).
 DETAILS = ('read_by', 'bytes_read', 'requests', 'image_size')
+
+_warned = []
 
 
 class RemoteRequest(collections.namedtuple('RemoteRequest', [
@@ -83,8 +89,24 @@ class RemoteRequest(collections.namedtuple('RemoteRequest', [
 
 
 def read_mode(conf):
-    """``[introspection_remote] read_mode``: AUTO, RANGES or DOWNLOAD."""
-    return conf[opts.REMOTE_GROUP].read_mode
+    """How to read remote images here: AUTO, RANGES or DOWNLOAD.
+
+    ``[introspection_remote] read_mode``; but DOWNLOAD for AUTO on a host
+    where nbdkit or its python plugin cannot run (logged once): ranges
+    need the export. RANGES stays: its images then fail with
+    remote-export-failed, which names what is missing.
+    """
+    mode = conf[opts.REMOTE_GROUP].read_mode
+    if mode == AUTO:
+        missing = nbdexport.available()
+        if missing is not None:
+            if not _warned:
+                _warned.append(missing)
+                LOG.warning('remote images are downloaded whole: %s (Debian '
+                            'packages nbdkit and nbdkit-plugin-python)',
+                            missing)
+            return DOWNLOAD
+    return mode
 
 
 @contextlib.contextmanager
