@@ -301,9 +301,9 @@ def _copy_and_measure(path, image, header, slot, conf):
 def _prepare_remote(request, slot, conf, batch):
     """Check and measure a remote image in *slot*: by ranges, or whole.
 
-    By ranges unless ``read_mode`` is ``download``; whole (then as a
-    local file) when its server does not honour ranges and ``read_mode``
-    is ``auto``.
+    By ranges unless ``read_mode`` is ``download`` (or ``auto`` says a
+    download costs less); whole (then as a local file) when its server
+    does not honour ranges and ``read_mode`` is ``auto``.
 
     :param batch: the batch's ExitStack: the image's cache stays open
         until the batch ends, its export until ``reads`` is called.
@@ -311,7 +311,7 @@ def _prepare_remote(request, slot, conf, batch):
         does not honour them.
     """
     declared_format = diskformats.glance_name(request.disk_format)
-    mode = remote_source.read_mode(conf)
+    mode = remote_source.read_mode(conf, request.size)
     if mode != remote_source.DOWNLOAD:
         try:
             remote = batch.enter_context(

@@ -88,15 +88,20 @@ class RemoteRequest(collections.namedtuple('RemoteRequest', [
         return self.label or self.url
 
 
-def read_mode(conf):
-    """How to read remote images here: AUTO, RANGES or DOWNLOAD.
+def read_mode(conf, size=None):
+    """How to read a remote image of *size* bytes: AUTO, RANGES, DOWNLOAD.
 
-    ``[introspection_remote] read_mode``; but DOWNLOAD for AUTO on a host
-    where nbdkit or its python plugin cannot run (logged once): ranges
-    need the export. RANGES stays: its images then fail with
-    remote-export-failed, which names what is missing.
+    ``[introspection_remote] read_mode``; but DOWNLOAD for AUTO when the
+    size is known and below ``min_ranged_size_mb``, or on a host where
+    nbdkit or its python plugin cannot run (logged once): ranges need the
+    export. RANGES stays: its images then fail with remote-export-failed,
+    which names what is missing.
     """
-    mode = conf[opts.REMOTE_GROUP].read_mode
+    group = conf[opts.REMOTE_GROUP]
+    mode = group.read_mode
+    if mode == AUTO and size is not None and (
+            size < group.min_ranged_size_mb * units.Mi):
+        return DOWNLOAD
     if mode == AUTO:
         missing = nbdexport.available()
         if missing is not None:

@@ -300,6 +300,8 @@ def test_a_store_without_ranges_falls_back_to_a_download(
     _, on_web = _image_on_web(server, nginx, qcow2, server.client(project))
     size = os.path.getsize(qcow2)
     state = tmp_path / 'state.db'
+    # By ranges however small (auto downloads images under 64 MiB).
+    cli.set('introspection_remote', 'min_ranged_size_mb', 0)
 
     report = _audit(cli, server, state, project)
     reads = report['summary']['reads']

@@ -6,6 +6,8 @@ from qimgintrospect import opts
 from qimgintrospect.remote import nbdexport
 from qimgintrospect.remote import source as remote_source
 
+MiB = 1024 * 1024
+
 
 @pytest.fixture
 def without_nbdkit(monkeypatch, tmp_path):
@@ -35,3 +37,14 @@ def test_a_request_is_named_by_its_label_or_url():
             request.download) == (None, None, None, None)
     assert request.path == 'http://h/i.qcow2'
     assert request._replace(label='image 1').path == 'image 1'
+
+
+@pytest.mark.parametrize('mode, size, read_as', [
+    ('auto', None, 'auto'), ('auto', 64 * MiB, 'auto'),
+    ('auto', 64 * MiB - 1, 'download'), ('ranges', 1, 'ranges')])
+def test_auto_downloads_a_small_image_whole(conf, monkeypatch, mode, size,
+                                            read_as):
+    monkeypatch.setattr(nbdexport, '_availability', {'answer': None})
+    conf.set_override('read_mode', mode, opts.REMOTE_GROUP)
+    conf.set_override('min_ranged_size_mb', 64, opts.REMOTE_GROUP)
+    assert remote_source.read_mode(conf, size) == read_as
