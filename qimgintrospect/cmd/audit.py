@@ -14,7 +14,8 @@
 
 The report lists every difference (``-f table`` for people, ``-f json`` or
 ``-f csv`` for scripts) and ends with a summary: what the run did, the
-catalogue's image sizes and the workspace ``max_workers`` needs. In JSON
+catalogue's image sizes, the workspace ``max_workers`` needs and how the
+images were read (by ranges or whole, bytes read beside sizes). In JSON
 and YAML the output is one object, ``{"differences": [...], "summary":
 {...}}``; in CSV and value formats stdout holds only the rows and the
 summary goes to stderr.
@@ -195,5 +196,6 @@ def format_summary(summary):
             ws['max_workers'], _size(ws['needed_bytes']),
             _size(ws['typical_bytes']), _size(ws['quota_bytes']),
             'enough' if ws['enough'] else 'NOT enough for the largest'),
+        glance_cmd.reads_summary(summary['reads']),
     ]
     return '\n'.join(lines) + '\n'

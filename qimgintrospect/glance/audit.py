@@ -51,6 +51,11 @@ TRANSIENT = frozenset([
     exception.READ_ERROR, exception.FILE_NOT_FOUND,
     # The appliance could not start, or the host was too slow for it.
     exception.GUEST_UNAVAILABLE, exception.GUEST_TIMEOUT,
+    # Reads by ranges that met the network, Glance or nbdkit, or a
+    # read_mode the next run may not have.
+    exception.REMOTE_UNREACHABLE, exception.REMOTE_HTTP_ERROR,
+    exception.REMOTE_AUTH, exception.REMOTE_NOT_FOUND,
+    exception.REMOTE_EXPORT_FAILED, exception.REMOTE_RANGES_NOT_HONOURED,
 ])
 
 
@@ -189,6 +194,7 @@ class Audit(object):
             batch = pending.pop(future)
             for image, outcome in zip(batch, future.result()):
                 report.counts.inspected += 1
+                report.reads.add(image, outcome)
                 if self._settled(outcome, report) and checksum_of(image):
                     self.state.put(image['id'], checksum_of(image), outcome)
                 self._finish(image, outcome, report, unchanged=False)

@@ -46,9 +46,13 @@ from qimgintrospect.inspectors.guest import verdicts
 from qimgintrospect import opts
 
 #: One image for the appliance: the workspace copy, its verified Glance
-#: disk format, and a label for logs (the user's path).
+#: disk format, and a label for logs (the user's path). A remote image
+#: read by ranges is an NBD export instead: ``server`` (libguestfs's
+#: ``['unix:SOCKET']``) and its export name as ``path``.
 GuestImage = collections.namedtuple('GuestImage',
-                                    ['path', 'disk_format', 'label'])
+                                    ['path', 'disk_format', 'label',
+                                     'server'])
+GuestImage.__new__.__defaults__ = (None,)
 
 
 def inspect_images(images, conf, workdir, observer=None):

@@ -237,7 +237,8 @@ class Appliance(object):
         for image in self.images:
             g.add_drive_opts(image.path, readonly=True,
                              format=diskformats.QEMU_DRIVERS[
-                                 image.disk_format])
+                                 image.disk_format],
+                             **_protocol(image))
         if not self.images:
             g.add_drive_scratch(_SCRATCH_DRIVE)
 
@@ -413,6 +414,13 @@ class Watchdog(object):
 
 def _log_library_message(event, event_handle, buf, array):
     LOG.debug('libguestfs: %s', buf)
+
+
+def _protocol(image):
+    """add_drive_opts arguments for where *image* is: a file, or NBD."""
+    if image.server is None:
+        return {}
+    return {'protocol': 'nbd', 'server': list(image.server)}
 
 
 def first_line(err):
