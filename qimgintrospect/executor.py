@@ -72,6 +72,10 @@ _CORRUPT = re.compile(
     r'entry size is invalid|invalid block size|unknown compression type|'
     r'does not contain a reference count table|must not be set',
     re.IGNORECASE)
+# The one target qemu-img is given besides an absolute path: the read-only
+# NBD export of a remote image on a Unix socket in the workspace
+# (qimgintrospect.remote.nbdexport). Nothing else: no host, no query.
+NBD_UNIX_URI = re.compile(r'^nbd\+unix:///\?socket=(/[^?&#]+)$')
 
 
 class Limits(processutils.ProcessLimits):
@@ -114,7 +118,8 @@ def qemu_img_info(path, qemu_format, conf, limits=None):
 
     :param path: absolute path of a regular file the caller owns (a
         workspace copy). Absolute, so qemu-img cannot read a ``proto:``
-        prefix into it.
+        prefix into it. Or the ``nbd+unix:///?socket=/ABS/PATH`` URI of
+        a remote image's export (:data:`NBD_UNIX_URI`).
     :param qemu_format: qemu's driver name (``vpc``, not ``vhd``).
     :param conf: an oslo.config ConfigOpts with the options registered.
     :param limits: :class:`Limits`; default from *conf*.
@@ -128,8 +133,9 @@ def qemu_img_info(path, qemu_format, conf, limits=None):
         or its tables are inconsistent.
     :raises QemuImgBadOutput: stdout is not a JSON object.
     """
-    if not os.path.isabs(path):
-        raise ValueError('qemu_img_info needs an absolute path: %r' % path)
+    if not (os.path.isabs(path) or NBD_UNIX_URI.match(path)):
+        raise ValueError('qemu_img_info needs an absolute path or an '
+                         'nbd+unix URI: %r' % path)
     limits = limits or Limits.from_conf(conf)
     cmd = build_command(path, qemu_format, conf, limits)
     started = []
@@ -173,9 +179,7 @@ def _classify_failure(err, cmd, conf, limits):
     """Map a failed run to the named error that says what happened."""
     # The message goes back to whoever uploaded the image: it names the
     # copy by its file name, not by the host's workspace path.
-    path = cmd[-1]
-    stderr = (err.stderr or '').strip().replace(path,
-                                                os.path.basename(path))
+    stderr = _scrubbed((err.stderr or '').strip(), cmd[-1])
     brief = stderr[:_MAX_STDERR]
     rc = err.exit_code
     signum = -rc if rc is not None and rc < 0 else None
@@ -208,6 +212,19 @@ def _classify_failure(err, cmd, conf, limits):
             'qemu-img found the image corrupt: %s' % brief)
     return exception.QemuImgFailed(
         'qemu-img exited with status %s: %s' % (rc, brief))
+
+
+def _scrubbed(text, target):
+    """*text* naming the image as its file name, not by a host path."""
+    match = NBD_UNIX_URI.match(target)
+    if match is None:
+        return text.replace(target, os.path.basename(target))
+    socket_path = match.group(1)
+    # qemu-img spells the URI its own way (one slash fewer) in messages.
+    for spelling in (target, 'nbd+unix://?socket=' + socket_path,
+                     socket_path):
+        text = text.replace(spelling, 'nbd-export')
+    return text
 
 
 def _signal_name(signum):

@@ -51,6 +51,11 @@ TRANSIENT = frozenset([
     exception.READ_ERROR, exception.FILE_NOT_FOUND,
     # The appliance could not start, or the host was too slow for it.
     exception.GUEST_UNAVAILABLE, exception.GUEST_TIMEOUT,
+    # Reads by ranges that met the network, Glance or nbdkit, or a
+    # read_mode the next run may not have.
+    exception.REMOTE_UNREACHABLE, exception.REMOTE_HTTP_ERROR,
+    exception.REMOTE_AUTH, exception.REMOTE_NOT_FOUND,
+    exception.REMOTE_EXPORT_FAILED, exception.REMOTE_RANGES_NOT_HONOURED,
 ])
 
 
@@ -71,16 +76,19 @@ class Audit(object):
         rest are counted as deferred, for the next run); None: no limit.
     :param progress: called in the calling thread as
         ``progress(image, outcome, unchanged)`` after each image.
+    :param observer: a :mod:`qimgintrospect.progress` observer for the
+        core's stages (KVM probe, appliances), called from the workers.
     """
 
     def __init__(self, client, conf, state, policy, max_images=None,
-                 progress=None):
+                 progress=None, observer=None):
         self.client = client
         self.conf = conf
         self.state = state
         self.policy = policy
         self.max_images = max_images
         self.progress = progress
+        self.observer = observer
         self.workers = conf[opts.WORKSPACE_GROUP].max_workers
         # Images of one owner are gathered into batches that share a
         # workspace slot and, with guest detection on, one appliance.
@@ -167,7 +175,8 @@ class Audit(object):
         # raises, so that one image's trouble stays that image's.
         try:
             return glance_client.inspect_images(self.client, batch,
-                                                self.conf, stop)
+                                                self.conf, stop,
+                                                self.observer)
         except exception.IntrospectionError as err:
             return [err] * len(batch)
         except Exception as err:
@@ -185,6 +194,7 @@ class Audit(object):
             batch = pending.pop(future)
             for image, outcome in zip(batch, future.result()):
                 report.counts.inspected += 1
+                report.reads.add(image, outcome)
                 if self._settled(outcome, report) and checksum_of(image):
                     self.state.put(image['id'], checksum_of(image), outcome)
                 self._finish(image, outcome, report, unchanged=False)

@@ -44,12 +44,17 @@ _GENERAL = {'virtual-size': 'virtual_size',
             'encrypted': 'encrypted'}
 
 
-def inspect(path, disk_format, conf, header=None):
+def inspect(path, disk_format, conf, header=None, filename=None):
     """Run qemu-img info on the copy at *path* as *disk_format* (Glance).
 
+    :param path: the workspace copy, or the NBD URI of a remote image's
+        export (see :func:`qimgintrospect.executor.qemu_img_info`).
     :param header: the :class:`~qimgintrospect.inspectors.header.Header`
         that passed for this image; qemu-img's virtual size must be the
         one it computed.
+    :param filename: how qemu-img names the image in its answer, when
+        not *path* (an export: its own spelling of the URI); a VMDK extent
+        in any other file is refused.
     :returns: dict of findings (virtual_size, actual_size, ...).
     :raises ImageRefused: qemu-img-format-disagrees (another format, or
         another virtual size than the header's), backing-file, data-file,
@@ -75,7 +80,7 @@ def inspect(path, disk_format, conf, header=None):
             'qemu-img reports an external data file: %r'
             % specific['data-file'])
     for extent in specific.get('extents') or []:
-        if extent.get('filename') != path:
+        if extent.get('filename') != (filename or path):
             raise exception.ImageRefused(
                 exception.VMDK_EXTENT,
                 'qemu-img reports a VMDK extent outside the image: %r'

@@ -100,6 +100,26 @@ def test_relative_path_is_rejected(conf):
         executor.qemu_img_info('relative.qcow2', 'qcow2', conf)
 
 
+@pytest.mark.parametrize('target', [
+    'nbd://127.0.0.1:10809/export', 'nbd+unix:///?socket=relative/sock',
+    'nbd+unix:///name?socket=/x/sock', 'nbd+unix:///?socket=/x/s&tls=1',
+    'nbd:unix:/x/sock', 'json:{"file": {"driver": "nbd"}}'])
+def test_no_target_but_an_nbd_export_on_a_unix_socket(conf, target):
+    with pytest.raises(ValueError):
+        executor.qemu_img_info(target, 'raw', conf)
+
+
+def test_an_export_is_named_in_messages_without_its_socket_path(
+        conf, tmp_path):
+    # Nothing listens there: the real qemu-img fails naming the socket.
+    socket_path = str(tmp_path / 'nbd-x' / 'sock')
+    with pytest.raises(exception.QemuImgFailed) as err:
+        executor.qemu_img_info('nbd+unix:///?socket=' + socket_path, 'raw',
+                               conf)
+    assert str(tmp_path) not in err.value.message
+    assert 'nbd-export' in err.value.message
+
+
 def test_memory_cap_stops_real_qemu_img(conf, qcow2):
     limits = executor.Limits(cpu_time=30, address_space=20 * 1024 * 1024,
                              timeout=30)
