@@ -80,7 +80,8 @@ def test_records_survive_the_process_and_the_version_counts(tmp_path):
 def test_a_record_with_an_unknown_code_does_not_count(store, tmp_path):
     db = sqlite3.connect(store.path)
     with db:
-        db.execute("INSERT INTO inspected VALUES ('img', 'sum', '1.0', 'x', "
+        db.execute("INSERT INTO inspected (image_id, checksum, version, "
+                   "inspected_at, outcome) VALUES ('img', 'sum', '1.0', 'x', "
                    "'{\"error\": {\"code\": \"gone\", \"message\": \"m\"}}')")
     db.close()
 
