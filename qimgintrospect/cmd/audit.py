@@ -34,7 +34,6 @@ from qimgintrospect.cmd import common
 from qimgintrospect.cmd import glance as glance_cmd
 from qimgintrospect.glance import audit
 from qimgintrospect.glance import client as glance_client
-from qimgintrospect.glance import coordination
 from qimgintrospect.glance import report as report_mod
 from qimgintrospect.glance import state as state_mod
 from qimgintrospect import opts
@@ -138,6 +137,10 @@ class Audit(common.ErrorReporting, lister.Lister):
         def progress(image, outcome, unchanged):
             bar.update(1)
 
+        # Imported here: cliff imports every command's module when the CLI
+        # starts, and tooz pulls in futurist (and eventlet where it is
+        # installed), which `qimg-introspect inspect` should not pay.
+        from qimgintrospect.glance import coordination
         audit_conf = CONF[opts.AUDIT_GROUP]
         location = (parsed_args.state_connection or parsed_args.state_file
                     or state_mod.configured_location(CONF))

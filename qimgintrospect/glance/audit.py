@@ -38,7 +38,6 @@ from oslo_log import log as logging
 from qimgintrospect import api
 from qimgintrospect import exception
 from qimgintrospect.glance import client as glance_client
-from qimgintrospect.glance import coordination
 from qimgintrospect.glance import properties
 from qimgintrospect.glance import report as report_mod
 from qimgintrospect.glance import workers as workers_mod
@@ -96,7 +95,7 @@ class Audit(object):
         self.policy = policy
         self.max_images = max_images
         self.progress = progress
-        self.member = member or coordination.SoleWorker(state.worker)
+        self.member = member or _alone(state.worker)
         self.workers = conf[opts.WORKSPACE_GROUP].max_workers
         # Images of one owner are gathered into batches that share a
         # workspace slot and, with guest detection on, one appliance.
@@ -150,12 +149,12 @@ class Audit(object):
                 retries=audit_conf.list_retries)
             for image in listing:
                 share.listed()
+                take(share.catch_up())
                 if self._needs_action(image, report, ledger):
                     if self.member.owns(image['id']):
                         take([image])
                     else:
                         share.keep(image)
-                take(share.catch_up())
                 # Two batches waiting per worker keep every worker busy
                 # without holding the whole catalogue in memory.
                 while len(pending) >= 2 * self.workers:
@@ -349,6 +348,14 @@ class Audit(object):
             unchanged))
         if self.progress is not None:
             self.progress(image, outcome, unchanged)
+
+
+def _alone(worker_id):
+    """A worker without a coordination service: every image is its own."""
+    # Imported here: every qimg-introspect command imports this module,
+    # and tooz pulls in futurist (and eventlet where it is installed).
+    from qimgintrospect.glance import coordination
+    return coordination.SoleWorker(worker_id)
 
 
 class _DaemonPool(object):

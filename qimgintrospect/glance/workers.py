@@ -92,7 +92,9 @@ class Share(object):
         # This worker's, but their claim could not be had yet.
         self._mine = collections.OrderedDict()
         self._listed = 0
-        self._next_refresh = time.monotonic() + refresh_interval
+        # The first image listed looks at the group: it may have changed
+        # since this worker joined.
+        self._next_refresh = 0
         self._next_poll = 0
         self._lost_since = None
 
