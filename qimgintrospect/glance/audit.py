@@ -126,7 +126,7 @@ class Audit(object):
         ledger = workers_mod.Ledger(self.state.worker)
         share = workers_mod.Share(self.member, self.state,
                                   audit_conf.refresh_interval,
-                                  audit_conf.page_size)
+                                  audit_conf.page_size, self.batch_size)
         stop = threading.Event()
         pending = {}
         gathering = api.Batches(self.batch_size)
@@ -148,10 +148,10 @@ class Audit(object):
                 self.client, filters, audit_conf.page_size,
                 retries=audit_conf.list_retries)
             for image in listing:
-                share.listed()
+                share.listed(image)
                 take(share.catch_up())
                 if self._needs_action(image, report, ledger):
-                    if self.member.owns(image['id']):
+                    if share.owns(image):
                         take([image])
                     else:
                         share.keep(image)

@@ -78,15 +78,29 @@ class Share(object):
         walking.
     :param page_size: images per page of the catalogue: the group is
         looked at after each.
+    :param batch_size: images of one owner inspected together
+        (:func:`~qimgintrospect.api.batch_size`).
 
     ``len(share)`` is how many images it keeps.
+
+    The ring places each image by a key (:meth:`owns`): its id, or, when
+    images of one owner are inspected together (guest detection on: one
+    appliance per batch), its owner and the rank of its batch among that
+    owner's images as listed. Every worker lists the catalogue in the same
+    order, so an owner's images go to one worker a batch at a time, and
+    the appliance launches (the slow step) are not multiplied by the
+    number of workers.
     """
 
-    def __init__(self, member, state, refresh_interval, page_size):
+    def __init__(self, member, state, refresh_interval, page_size,
+                 batch_size=1):
         self.member = member
         self.state = state
         self.refresh_interval = refresh_interval
         self.page_size = page_size
+        self.batch_size = batch_size
+        self._keys = {}
+        self._per_owner = collections.Counter()
         # Another member's, by the ring as last seen.
         self._others = collections.OrderedDict()
         # This worker's, but their claim could not be had yet.
@@ -103,16 +117,29 @@ class Share(object):
 
     def keep(self, image):
         """Keep *image* until the journal has it or it can be taken."""
-        if self.member.owns(image['id']):
+        if self.owns(image):
             self._mine[image['id']] = image
         else:
             self._others[image['id']] = image
 
-    def listed(self):
-        """Count an image listed: a page ends, the group is looked at."""
+    def listed(self, image):
+        """Place an image listed; after a page, look at the group."""
         self._listed += 1
         if self._listed % self.page_size == 0:
             self._next_refresh = 0
+        owner = image.get('owner')
+        if self.batch_size > 1 and owner:
+            rank = self._per_owner[owner]
+            self._per_owner[owner] += 1
+            self._keys[image['id']] = '%s/%d' % (owner,
+                                                 rank // self.batch_size)
+
+    def _key(self, image_id):
+        return self._keys.get(image_id, image_id)
+
+    def owns(self, image):
+        """Whether the ring, as last seen, gives *image* to this worker."""
+        return self.member.owns(self._key(image['id']))
 
     def catch_up(self):
         """While walking: the images to try to take now (given up here).
@@ -156,7 +183,7 @@ class Share(object):
         due = []
         for kept in (self._mine, self._others):
             for image_id, image in list(kept.items()):
-                owner = self.member.owner(image_id)
+                owner = self.member.owner(self._key(image_id))
                 if owner is not None and (owner == me
                                           or owner not in walking):
                     due.append(kept.pop(image_id))
