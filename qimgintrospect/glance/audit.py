@@ -242,11 +242,11 @@ class Audit(object):
             share.keep(image)
             return False
         self._claims[image_id] = claim
-        if self.state.journalled(image_ids=[image_id]):
+        journalled, recorded = self.state.look_again(image_id,
+                                                     checksum_of(image))
+        if journalled:
             self._release(image_id)
             return False
-        checksum = checksum_of(image)
-        recorded = self.state.get(image_id, checksum) if checksum else None
         if recorded is not None:
             self._finish(image, recorded, report, ledger, unchanged=True,
                          journal=True)

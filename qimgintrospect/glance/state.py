@@ -31,7 +31,10 @@ Several workers may record the same image (a claim expired while its
 holder was cut off from the coordination service): for one checksum and
 one fingerprint, the first record wins and :meth:`StateStore.put` returns
 it to the later ones, so Glance is only ever written with the one outcome
-the store holds.
+the store holds; likewise the journal keeps the first worker's line for an
+image. Each worker also says when it has walked the whole catalogue
+(:meth:`StateStore.mark_walked`), after which the others may take the
+images of its share it has not journalled.
 """
 
 import collections
@@ -359,6 +362,28 @@ class StateStore(object):
             exception.INTERNAL_ERROR,
             'the record of image %s kept changing under this worker'
             % image_id)
+
+    def look_again(self, image_id, checksum):
+        """``(journalled, record)`` of an image, in one round trip.
+
+        What a worker that has just claimed the image needs to know:
+        *journalled*: whether the run's journal has the image (another
+        worker settled it meanwhile); *record*: as :meth:`get` (None
+        without a *checksum*).
+        """
+        return self._call(self._look_again, image_id, checksum)
+
+    def _look_again(self, image_id, checksum):
+        with self._engine.connect() as conn:
+            journalled = conn.execute(sa.select(run_images.c.image_id).where(
+                run_images.c.run_id == self.run_id,
+                run_images.c.image_id == image_id)).first() is not None
+            text = None if not checksum else conn.execute(sa.select(
+                inspected.c.outcome).where(
+                    inspected.c.image_id == image_id,
+                    inspected.c.checksum == checksum,
+                    inspected.c.version == self.version)).scalar()
+        return journalled, None if text is None else _loads(text)
 
     def count(self):
         """How many images have a record (of any version)."""

@@ -218,6 +218,23 @@ def test_one_journal_for_the_run_whichever_worker(stores):
     assert a.journalled(image_ids=['img-3', 'img-4', 'img-9']) == {'img-3'}
 
 
+def test_a_claimed_image_is_looked_at_again_in_one_call(stores):
+    run = uuid.uuid4().hex
+    a = stores(worker='host-a.1', run_id=run)
+    b = stores(worker='host-b.2', run_id=run)
+    assert b.look_again('img', 'sum') == (False, None)
+
+    a.put('img', 'sum', RESULT)
+    journalled, record = b.look_again('img', 'sum')
+    assert (journalled, record.to_dict()) == (False, RESULT.to_dict())
+
+    a.journal('img', RESULT)
+    assert b.look_again('img', 'sum')[0] is True
+    assert b.look_again('img', None) == (True, None)
+    other_run = stores(run_id='another')
+    assert other_run.look_again('img', 'other') == (False, None)
+
+
 def test_workers_say_when_they_have_walked_the_catalogue(stores):
     run = uuid.uuid4().hex
     a = stores(worker='host-a.1', run_id=run)
