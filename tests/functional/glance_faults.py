@@ -18,7 +18,7 @@ with *status*, or, with *hold*, wait until the test releases them (the
 file ``release-NAME``; ``held-NAME-N`` says which project's request is
 held). Every request is logged in ``requests.log`` as ``METHOD PATH
 PROJECT STATUS`` (the project of the token: each audit worker of a test
-uses its own), so a test counts the downloads of each image.
+uses its own), so a test tells which workers read each image.
 """
 
 import collections
@@ -177,14 +177,19 @@ class FaultyGlanceServer(gs.GlanceServer):
         except FileNotFoundError:
             return []
 
-    def downloads(self, since=0):
-        """Downloads served from request *since* on, by (image, project)."""
-        found = collections.Counter()
+    def readers(self, since=0):
+        """{image id: set of projects} that read the image's data.
+
+        From request number *since* on; one project per audit worker. A
+        worker may read an image in one request (a download) or several
+        (ranged reads): this counts workers, not requests.
+        """
+        found = collections.defaultdict(set)
         for method, path, project, status in self.requests()[since:]:
             match = re.match(r'^/v2/images/([^/]+)/file$', path)
             if method == 'GET' and match and status == '-':
-                found[match.group(1), project] += 1
-        return found
+                found[match.group(1)].add(project)
+        return dict(found)
 
 
 def hold_rule(name, path, times=1, method='GET'):
