@@ -1,19 +1,18 @@
 #!/usr/bin/env python3
 """Ranged reads of remote images against whole downloads (issue 12).
 
-A phase-1 measurement: the images are served by a real nginx on loopback
-(``--limit-rate 125m`` caps each connection near 1 Gbit/s, to stand for
-a network), not yet by the test glance-api through the front ends.
+The images are served by a real nginx on loopback (``--limit-rate
+125m`` caps each connection near 1 Gbit/s, to stand for a network);
+benchmarks/remote_audit.py measures the audit on the test glance-api.
 
 For each image, the median of ``--runs`` runs of:
 
 * **whole**: stream the image into a sparse file (zero chunks become
   holes, as ``Slot.receive`` does), then ``qemu-img info -f FMT`` on it;
 * **ranged**: ``remote.image.open_remote`` (its first request), the
-  core's header checks (``inspectors/header.inspect``, whose reads are
-  routed to the remote image for this measurement, as phase 2 will do),
-  then ``qemu-img info -f FMT`` through the nbdkit export (its start
-  included).
+  core's header checks (``inspectors/header.inspect`` reading the remote
+  image), then ``qemu-img info -f FMT`` through the nbdkit export (its
+  start included).
 
 Then bytes and requests of the ranged path per block size
 (``--block-sizes``), and with ``--guest`` a libguestfs inspection of a
@@ -30,7 +29,6 @@ guest holding 100 MiB besides its system files.
 """
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
@@ -46,10 +44,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from qimgintrospect.inspectors import header  # noqa: E402
 from qimgintrospect.remote import image as remote_image  # noqa: E402
-from qimgintrospect import source  # noqa: E402
 from qimgintrospect import workspace  # noqa: E402
 from testkit import config  # noqa: E402
-from testkit import guestimages  # noqa: E402
 from testkit import imagebuilder  # noqa: E402
 from testkit import webserver  # noqa: E402
 
@@ -128,22 +124,6 @@ def whole(url, fmt, work):
     return received, elapsed
 
 
-@contextlib.contextmanager
-def reads_routed_to_remote():
-    """source.read_at reads a RemoteImage as it reads an fd (phase 2)."""
-    original = source.read_at
-
-    def read_at(fd, length, offset):
-        if hasattr(fd, 'read_at'):
-            return fd.read_at(length, offset)
-        return original(fd, length, offset)
-    source.read_at = read_at
-    try:
-        yield
-    finally:
-        source.read_at = original
-
-
 def ranged(url, fmt, ws, conf, block_size, guest=False):
     """Header checks + qemu-img info (or the appliance) through the export.
 
@@ -153,8 +133,7 @@ def ranged(url, fmt, ws, conf, block_size, guest=False):
     with ws.slot() as slot:
         with remote_image.open_remote(slot, url,
                                       block_size=block_size) as remote:
-            with reads_routed_to_remote():
-                header.inspect(remote, remote.size, fmt, conf)
+            header.inspect(remote, remote.size, fmt, conf)
             with remote.export() as export:
                 if guest:
                     inspect_guest(export, fmt)
@@ -168,7 +147,7 @@ def inspect_guest(export, fmt):
     import guestfs
     g = guestfs.GuestFS(python_return_dict=True)
     try:
-        g.set_backend_settings(guestimages.BACKEND_SETTINGS)
+        g.set_backend_settings(config.BACKEND_SETTINGS)
         g.add_drive_opts('', protocol='nbd', server=export.server,
                          format=fmt, readonly=True)
         g.launch()

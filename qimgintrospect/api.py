@@ -22,6 +22,16 @@ from; :func:`inspect` is a batch of one. For each image:
 6. :mod:`~qimgintrospect.normalise` merges the findings into Glance's
    vocabulary.
 
+A remote image (a :class:`RemoteRequest`: Glance's image data, a web
+server's file) is read by ranges where its server honours them
+(:mod:`~qimgintrospect.remote`): the workspace slot is taken first, its
+header and tail are fetched into a block cache there and checked as in
+step 2, and qemu-img and the appliance read it through a read-only NBD
+export of that cache, so nothing of it is copied but what they read.
+Where ranges are not honoured it is downloaded whole into the slot and
+inspected as a local file. ``details`` says which way it was read
+(``read_by``) and how many bytes that took (``bytes_read``).
+
 Each image's outcome is recorded once, as a result or as the
 :class:`~qimgintrospect.exception.IntrospectionError` that stopped it: one
 broken image fails alone. The front ends (CLI, Glance plugin, audit) call
@@ -54,6 +64,8 @@ from qimgintrospect.inspectors import header as header_inspector
 from qimgintrospect.inspectors import qemu_img
 from qimgintrospect import normalise
 from qimgintrospect import opts
+from qimgintrospect import progress
+from qimgintrospect.remote import source as remote_source
 from qimgintrospect import source
 from qimgintrospect import workspace
 
@@ -70,8 +82,13 @@ ImageRequest = collections.namedtuple('ImageRequest',
                                       ['path', 'disk_format', 'owner'])
 ImageRequest.__new__.__defaults__ = (None, None)
 
+#: One remote image of a batch: see
+#: :class:`qimgintrospect.remote.source.RemoteRequest`.
+RemoteRequest = remote_source.RemoteRequest
 
-def inspect(path, disk_format=None, conf=None, run_guest=True):
+
+def inspect(path, disk_format=None, conf=None, run_guest=True,
+            observer=None):
     """Inspect the image file at *path*: a batch of one.
 
     :param path: the image; it is only read, never modified.
@@ -82,6 +99,8 @@ def inspect(path, disk_format=None, conf=None, run_guest=True):
     :param run_guest: False never runs the guest stage, whatever
         ``[introspection_guest] enabled`` says (the Glance plugin's own
         switch).
+    :param observer: None, or a callable told of each stage as a
+        :class:`qimgintrospect.progress.Event` (the CLI's status line).
     :returns: :class:`qimgintrospect.normalise.Result` with ``properties``,
         ``details`` and ``warnings``.
     :raises IntrospectionError: and nothing else; its ``code`` names the
@@ -89,24 +108,44 @@ def inspect(path, disk_format=None, conf=None, run_guest=True):
         workspace holds nothing of this call once it returns or raises.
     """
     outcome, = _run([ImageRequest(path, disk_format)], conf or CONF,
-                    None, run_guest)
+                    None, run_guest, observer)
     return outcome.result()
 
 
-def inspect_many(requests, conf=None, slot=None, run_guest=True):
+def inspect_url(url, disk_format=None, conf=None, session=None,
+                run_guest=True, observer=None):
+    """Inspect the image at the http(s) *url*: a batch of one.
+
+    Read by ranges, or downloaded whole, as ``[introspection_remote]
+    read_mode`` says; otherwise as :func:`inspect`.
+
+    :param session: credentials (see :class:`RemoteRequest`), or None.
+    :raises IntrospectionError: as :func:`inspect`, and the ``remote-*``
+        codes of :mod:`qimgintrospect.remote.httpranges`.
+    """
+    outcome, = _run([RemoteRequest(url, disk_format, session=session)],
+                    conf or CONF, None, run_guest, observer)
+    return outcome.result()
+
+
+def inspect_many(requests, conf=None, slot=None, run_guest=True,
+                 observer=None):
     """Inspect several images; one broken image fails alone.
 
     Images of one ``owner`` are inspected in batches of up to
     :func:`batch_size` that share one guest appliance (when guest
     detection is enabled); images of different owners never share one.
 
-    :param requests: iterable of :class:`ImageRequest`.
+    :param requests: iterable of :class:`ImageRequest` and
+        :class:`RemoteRequest`.
     :param slot: a :class:`~qimgintrospect.workspace.Slot` the caller
         holds (a front end that downloaded the images into it): every
         batch is then inspected in it, one after the other, and no other
         slot is taken. None: up to ``max_workers`` batches at once, each
         in a slot of its own.
     :param run_guest: as for :func:`inspect`.
+    :param observer: as for :func:`inspect`; called from every batch's
+        thread, so it must be thread-safe.
     :returns: a list, in the order of *requests*, holding for each image
         either its :class:`~qimgintrospect.normalise.Result` or the
         :class:`~qimgintrospect.exception.IntrospectionError` that stopped
@@ -114,7 +153,7 @@ def inspect_many(requests, conf=None, slot=None, run_guest=True):
     """
     return [outcome.exception() or outcome.result()
             for outcome in _run(list(requests), conf or CONF, slot,
-                                run_guest)]
+                                run_guest, observer)]
 
 
 def batch_size(conf=None):
@@ -173,7 +212,7 @@ def incomplete(result):
     return result.details.get(guest_stage.KEY) in guest_stage.RETRIABLE
 
 
-def _run(requests, conf, slot, run_guest):
+def _run(requests, conf, slot, run_guest, observer=None):
     """One :class:`~concurrent.futures.Future` per request, all done."""
     outcomes = [futures.Future() for _ in requests]
     batches = Batches(batch_size(conf) if run_guest else 1)
@@ -184,7 +223,8 @@ def _run(requests, conf, slot, run_guest):
 
     def inspect_group(group):
         _inspect_batch([requests[i] for i in group],
-                       [outcomes[i] for i in group], conf, slot, run_guest)
+                       [outcomes[i] for i in group], conf, slot, run_guest,
+                       observer)
 
     workers = min(len(groups), conf[opts.WORKSPACE_GROUP].max_workers)
     if slot is not None or workers <= 1:
@@ -196,23 +236,31 @@ def _run(requests, conf, slot, run_guest):
     return outcomes
 
 
-def _inspect_batch(requests, outcomes, conf, slot, run_guest):
+def _inspect_batch(requests, outcomes, conf, slot, run_guest,
+                   observer=None):
     """Inspect one batch; set each image's outcome."""
+    progress.notify(observer, progress.HEADER, [r.path for r in requests])
     with contextlib.ExitStack() as stack:
         checked = []
+        remote = []
         # Headers first, before a slot is taken: a refused image never
         # waits for one, nor touches the workspace. Each source stays open
         # (what was checked is what is copied) until its copy is made.
         for request, outcome in zip(requests, outcomes):
+            if isinstance(request, RemoteRequest):
+                # Its header is fetched into the slot: checked there.
+                remote.append((request, outcome))
+                continue
             opened = stack.enter_context(contextlib.ExitStack())
             with _recorded(outcome, request.path):
                 checked.append((request, outcome, opened,
                                 opened.enter_context(_checked_source(
                                     request.path, request.disk_format,
                                     conf))))
-        if not checked:
+        if not checked and not remote:
             return
-        with _recorded_for_all([c[1] for c in checked], requests):
+        with _recorded_for_all([c[1] for c in checked]
+                               + [r[1] for r in remote], requests):
             if slot is None:
                 slot = stack.enter_context(
                     workspace.Workspace.from_conf(conf).slot())
@@ -220,9 +268,13 @@ def _inspect_batch(requests, outcomes, conf, slot, run_guest):
             for request, outcome, opened, (image, header) in checked:
                 with opened, _recorded(outcome, request.path):
                     prepared.append((outcome, _copy_and_measure(
-                        request.path, image, header, slot, conf)))
+                        request.path, image, header, slot, conf, observer)))
+            for request, outcome in remote:
+                with _recorded(outcome, request.path):
+                    prepared.append((outcome, _prepare_remote(
+                        request, slot, conf, stack, observer)))
             found = _guest_findings([p for _, p in prepared], slot, conf,
-                                    run_guest)
+                                    run_guest, observer)
             for (outcome, image), guest_findings in zip(prepared, found):
                 with _recorded(outcome, image.path):
                     outcome.set_result(_finish(image, guest_findings,
@@ -230,9 +282,14 @@ def _inspect_batch(requests, outcomes, conf, slot, run_guest):
 
 
 #: An image that passed the header check and qemu-img, with its findings
-#: and the path of its workspace copy.
+#: and the path of its workspace copy. A remote image read by ranges has
+#: an NBD export instead (``server``; ``copy_path`` is its export name);
+#: ``reads``, for a remote image, ends its reads (stops its export,
+#: raising what the export met) and returns how it was read.
 _Prepared = collections.namedtuple(
-    '_Prepared', ['path', 'header', 'qemu_findings', 'copy_path'])
+    '_Prepared', ['path', 'header', 'qemu_findings', 'copy_path', 'server',
+                  'reads'])
+_Prepared.__new__.__defaults__ = (None, None)
 
 
 @contextlib.contextmanager
@@ -244,20 +301,79 @@ def _checked_source(path, disk_format, conf):
                                               declared_format, conf)
 
 
-def _copy_and_measure(path, image, header, slot, conf):
+def _copy_and_measure(path, image, header, slot, conf, observer=None):
+    progress.notify(observer, progress.COPY, [path])
     copy = slot.private_copy(image)
     header_inspector.confirm_copy(copy.path, header)
-    qemu_findings = qemu_img.inspect(copy.path, header.format, conf)
+    progress.notify(observer, progress.QEMU_IMG, [path])
+    qemu_findings = qemu_img.inspect(copy.path, header.format, conf, header)
     return _Prepared(path, header, qemu_findings, copy.path)
 
 
-def _guest_findings(prepared, slot, conf, run_guest):
+def _prepare_remote(request, slot, conf, batch, observer=None):
+    """Check and measure a remote image in *slot*: by ranges, or whole.
+
+    By ranges unless ``read_mode`` is ``download`` (or ``auto`` says a
+    download costs less); whole (then as a local file) when its server
+    does not honour ranges and ``read_mode`` is ``auto``.
+
+    :param batch: the batch's ExitStack: the image's cache stays open
+        until the batch ends, its export until ``reads`` is called.
+    :raises RangesNotHonoured: ``read_mode`` is ``ranges`` and the server
+        does not honour them.
+    """
+    declared_format = diskformats.glance_name(request.disk_format)
+    mode = remote_source.read_mode(conf, request.size)
+    if mode != remote_source.DOWNLOAD:
+        try:
+            remote = batch.enter_context(
+                remote_source.open_ranged(request, slot, conf))
+        except exception.RangesNotHonoured as err:
+            if mode == remote_source.RANGES:
+                raise
+            LOG.info('%s: downloading it whole: %s', request.path,
+                     err.message)
+        else:
+            return _measure_ranged(request.path, remote, declared_format,
+                                   conf, batch, observer)
+    copy, figures = remote_source.download(request, slot, conf)
+    with _checked_source(copy.path, request.disk_format, conf) as (
+            image, header):
+        prepared = _copy_and_measure(request.path, image, header, slot,
+                                     conf, observer)
+    return prepared._replace(reads=lambda: figures)
+
+
+def _measure_ranged(label, remote, declared_format, conf, batch,
+                    observer=None):
+    """Header check and qemu-img through an export of *remote*."""
+    header = header_inspector.inspect(remote, remote.size, declared_format,
+                                      conf)
+    # The export sees how its block ends: a failure its plugin met (a
+    # lying server) is raised in place of qemu-img's EIO.
+    with contextlib.ExitStack() as starting:
+        export = starting.enter_context(remote.export())
+        progress.notify(observer, progress.QEMU_IMG, [label])
+        qemu_findings = qemu_img.inspect(export.uri, header.format, conf,
+                                         header,
+                                         filename=export.qemu_filename)
+        # Served on for the guest stage; stopped by reads(), or with the
+        # batch at the latest.
+        serving = batch.enter_context(starting.pop_all())
+
+    def reads():
+        serving.close()
+        return remote_source.ranged_figures(remote.stats())
+    return _Prepared(label, header, qemu_findings, '', export.server, reads)
+
+
+def _guest_findings(prepared, slot, conf, run_guest, observer=None):
     """Guest findings for each prepared image: None, a dict, or its error."""
     if not (run_guest and conf[opts.GUEST_GROUP].enabled) or not prepared:
         return [None] * len(prepared)
-    images = [guest.GuestImage(p.copy_path, p.header.format, p.path)
-              for p in prepared]
-    return guest.inspect_images(images, conf, slot.directory)
+    images = [guest.GuestImage(p.copy_path, p.header.format, p.path,
+                               p.server) for p in prepared]
+    return guest.inspect_images(images, conf, slot.directory, observer)
 
 
 def _finish(prepared, guest_findings, conf):
@@ -267,6 +383,8 @@ def _finish(prepared, guest_findings, conf):
         IntrospectionError of the image's guest stage: raised, except
         guest-unavailable, which is a warning unless fail_if_unavailable.
     """
+    # A remote image's reads end first: what its export met wins.
+    reads = prepared.reads() if prepared.reads else {}
     if isinstance(guest_findings, exception.IntrospectionError):
         if (guest_findings.code != exception.GUEST_UNAVAILABLE
                 or conf[opts.GUEST_GROUP].fail_if_unavailable):
@@ -276,7 +394,8 @@ def _finish(prepared, guest_findings, conf):
             % (guest_findings.message, guest_findings.code))
     header = prepared.header
     return normalise.merge(dict(header.findings, warnings=header.warnings),
-                           prepared.qemu_findings, guest_findings or {})
+                           prepared.qemu_findings, guest_findings or {},
+                           reads)
 
 
 @contextlib.contextmanager

@@ -146,6 +146,10 @@ VMDK_FOOTER = _declare(
 GPT_MBR = _declare(
     ImageRefused, 'gpt-mbr-invalid',
     'The protective MBR of a GPT disk is inconsistent.')
+IMAGE_ENCRYPTED = _declare(
+    ImageRefused, 'image-encrypted',
+    'The qcow2 image is encrypted: LUKS unless [introspection_formats] '
+    'allow_encrypted is set, legacy AES always.')
 QEMU_IMG_DISAGREES = _declare(
     ImageRefused, 'qemu-img-format-disagrees',
     'qemu-img, with the format forced, reports another format or a '

@@ -16,10 +16,17 @@ One function, :func:`qemu_img_info`. What it guarantees:
 
 * the format is always forced with ``-f``: qemu-img never probes it, so the
   file cannot choose how it is parsed;
-* qemu-img runs under util-linux ``prlimit`` with the CPU-time and
-  address-space caps of :class:`Limits` (rendered by oslo.concurrency's
-  ``ProcessLimits``), in its own process group, and is killed with that
-  group when the wall-clock timeout passes: no process outlives the call;
+* qemu-img runs under util-linux ``prlimit`` with the CPU-time,
+  address-space and stack caps of :class:`Limits` (rendered by
+  oslo.concurrency's ``ProcessLimits``), in its own process group, and is
+  killed with that group when the wall-clock timeout passes: no process
+  outlives the call;
+* what qemu-img may allocate under the address-space cap does not depend
+  on the machine's load: qemu-img starts a varying number of I/O threads
+  (up to 64), and each would reserve a glibc malloc arena (64 MiB of
+  address space) and a stack as large as the stack limit (8 MiB by
+  default). :data:`ENVIRONMENT` bounds the arenas, the stack cap bounds
+  the stacks, so a benign image never hits the cap because of a race;
 * every way it can go wrong is one named error from
   :mod:`qimgintrospect.exception`, never a raw ``OSError`` or traceback.
 """
@@ -42,6 +49,13 @@ LOG = logging.getLogger(__name__)
 _EXEC_NOT_FOUND = 127
 _EXEC_FAILED = 126
 
+#: The environment qemu-img runs with, besides PATH. Two malloc arenas
+#: (the main one and one for every other thread) instead of eight per core;
+#: glib's slice allocator (per-thread magazines) replaced by malloc. Behind
+#: a root helper, sudo must keep these (``env_keep``).
+ENVIRONMENT = {'LC_ALL': 'C', 'MALLOC_ARENA_MAX': '2',
+               'G_SLICE': 'always-malloc'}
+
 _CPU_SIGNALS = (signal.SIGKILL, signal.SIGXCPU)
 # Words qemu-img and glib print when an allocation fails under RLIMIT_AS.
 _MEMORY_WORDS = ('alloc', 'memory', 'resource temporarily unavailable')
@@ -58,23 +72,30 @@ _CORRUPT = re.compile(
     r'entry size is invalid|invalid block size|unknown compression type|'
     r'does not contain a reference count table|must not be set',
     re.IGNORECASE)
+# The one target qemu-img is given besides an absolute path: the read-only
+# NBD export of a remote image on a Unix socket in the workspace
+# (qimgintrospect.remote.nbdexport). Nothing else: no host, no query.
+NBD_UNIX_URI = re.compile(r'^nbd\+unix:///\?socket=(/[^?&#]+)$')
 
 
 class Limits(processutils.ProcessLimits):
-    """The resource caps of one qemu-img run, with its wall-clock timeout."""
+    """The resource caps of one qemu-img run, with its wall-clock timeout.
 
-    def __init__(self, cpu_time, address_space, timeout):
-        super().__init__(cpu_time=cpu_time, address_space=address_space)
+    The stack cap is also the size of every thread's stack (glibc sizes
+    them by it), so it bounds what qemu-img's threads reserve.
+    """
+
+    def __init__(self, cpu_time, address_space, timeout,
+                 stack_size=opts.QEMU_IMG_STACK_SIZE):
+        super().__init__(cpu_time=cpu_time, address_space=address_space,
+                         stack_size=stack_size)
         self.timeout = timeout
 
     @classmethod
     def from_conf(cls, conf):
         group = conf[opts.QEMU_IMG_GROUP]
-        return cls(group.cpu_time, group.address_space, group.timeout)
-
-    def describe(self):
-        return ('CPU time %s s, address space %s bytes, timeout %s s'
-                % (self.cpu_time, self.address_space, self.timeout))
+        return cls(group.cpu_time, group.address_space, group.timeout,
+                   group.stack_size)
 
 
 def build_command(path, qemu_format, conf, limits):
@@ -97,7 +118,8 @@ def qemu_img_info(path, qemu_format, conf, limits=None):
 
     :param path: absolute path of a regular file the caller owns (a
         workspace copy). Absolute, so qemu-img cannot read a ``proto:``
-        prefix into it.
+        prefix into it. Or the ``nbd+unix:///?socket=/ABS/PATH`` URI of
+        a remote image's export (:data:`NBD_UNIX_URI`).
     :param qemu_format: qemu's driver name (``vpc``, not ``vhd``).
     :param conf: an oslo.config ConfigOpts with the options registered.
     :param limits: :class:`Limits`; default from *conf*.
@@ -111,16 +133,17 @@ def qemu_img_info(path, qemu_format, conf, limits=None):
         or its tables are inconsistent.
     :raises QemuImgBadOutput: stdout is not a JSON object.
     """
-    if not os.path.isabs(path):
-        raise ValueError('qemu_img_info needs an absolute path: %r' % path)
+    if not (os.path.isabs(path) or NBD_UNIX_URI.match(path)):
+        raise ValueError('qemu_img_info needs an absolute path or an '
+                         'nbd+unix URI: %r' % path)
     limits = limits or Limits.from_conf(conf)
     cmd = build_command(path, qemu_format, conf, limits)
     started = []
     try:
         stdout, _stderr = processutils.execute(
             *cmd,
-            env_variables={'LC_ALL': 'C',
-                           'PATH': os.environ.get('PATH', os.defpath)},
+            env_variables=dict(ENVIRONMENT,
+                               PATH=os.environ.get('PATH', os.defpath)),
             # A session of its own, so a timeout can kill the whole group.
             preexec_fn=os.setsid,
             on_execute=started.append,
@@ -156,9 +179,7 @@ def _classify_failure(err, cmd, conf, limits):
     """Map a failed run to the named error that says what happened."""
     # The message goes back to whoever uploaded the image: it names the
     # copy by its file name, not by the host's workspace path.
-    path = cmd[-1]
-    stderr = (err.stderr or '').strip().replace(path,
-                                                os.path.basename(path))
+    stderr = _scrubbed((err.stderr or '').strip(), cmd[-1])
     brief = stderr[:_MAX_STDERR]
     rc = err.exit_code
     signum = -rc if rc is not None and rc < 0 else None
@@ -191,6 +212,19 @@ def _classify_failure(err, cmd, conf, limits):
             'qemu-img found the image corrupt: %s' % brief)
     return exception.QemuImgFailed(
         'qemu-img exited with status %s: %s' % (rc, brief))
+
+
+def _scrubbed(text, target):
+    """*text* naming the image as its file name, not by a host path."""
+    match = NBD_UNIX_URI.match(target)
+    if match is None:
+        return text.replace(target, os.path.basename(target))
+    socket_path = match.group(1)
+    # qemu-img spells the URI its own way (one slash fewer) in messages.
+    for spelling in (target, 'nbd+unix://?socket=' + socket_path,
+                     socket_path):
+        text = text.replace(spelling, 'nbd-export')
+    return text
 
 
 def _signal_name(signum):

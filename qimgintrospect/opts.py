@@ -26,12 +26,16 @@ from oslo_utils import units
 
 from qimgintrospect import diskformats
 
+#: Stack size of every qemu-img thread, and stack cap of the run.
+QEMU_IMG_STACK_SIZE = 2 * units.Mi
+
 QEMU_IMG_GROUP = 'introspection_qemu_img'
 WORKSPACE_GROUP = 'introspection_workspace'
 FORMATS_GROUP = 'introspection_formats'
 IMPORT_GROUP = 'introspection_import'
 AUDIT_GROUP = 'introspection_audit'
 GUEST_GROUP = 'introspection_guest'
+REMOTE_GROUP = 'introspection_remote'
 
 qemu_img_opts = [
     cfg.StrOpt('qemu_img_path',
@@ -64,6 +68,16 @@ qemu_img_opts = [
                help='Wall-clock limit for one qemu-img run, in seconds. '
                     'Catches a qemu-img that sleeps or waits on I/O, '
                     'which the CPU cap cannot see.'),
+    cfg.IntOpt('stack_size',
+               default=QEMU_IMG_STACK_SIZE,
+               min=256 * 1024,
+               help='Stack cap for one qemu-img run, in bytes; glibc also '
+                    'gives every qemu-img thread a stack this large. '
+                    'qemu-img starts a varying number of I/O threads (up '
+                    'to 64), so with the usual 8 MiB stacks what is left '
+                    'of address_space for the image\'s own tables would '
+                    'depend on a race; with 2 MiB stacks the threads take '
+                    'at most about 130 MiB of it.'),
     cfg.StrOpt('root_helper',
                default='',
                help='Command prefix that runs qemu-img with other '
@@ -129,6 +143,15 @@ formats_opts = [
                      '"mbr") whose failure on a raw disk with a partition '
                      'table is reported as a warning instead of refusing '
                      'the image, as Glance\'s option of the same name.'),
+    cfg.BoolOpt('allow_encrypted',
+                default=False,
+                help='Whether a LUKS-encrypted qcow2 image is inspected '
+                     'instead of refused with image-encrypted. When it is, '
+                     'the encryption is reported in details '
+                     '(qcow2_encryption) and as a warning: the image boots '
+                     'only with its secret, which Glance does not hold. A '
+                     'qcow2 image encrypted with the legacy AES scheme is '
+                     'refused whatever this says.'),
     cfg.IntOpt('max_virtual_size_gb',
                default=4096,
                min=1,
@@ -265,7 +288,8 @@ guest_opts = [
                help='Seconds the appliance may take to boot. Past it, its '
                     'qemu is killed and the images get guest-timeout (or '
                     'guest-unavailable when an appliance without any image '
-                    'cannot boot either).'),
+                    'cannot boot either). Under software emulation a boot '
+                    'takes 15-40 s on a loaded host.'),
     cfg.IntOpt('inspect_timeout',
                default=120,
                min=1,
@@ -287,17 +311,106 @@ guest_opts = [
                     'appliance. Up to max_workers appliances run at once, '
                     'so on a host without KVM several small appliances '
                     'finish sooner than one large one.'),
+    cfg.StrOpt('accelerator',
+               default='auto',
+               choices=[
+                   ('auto', 'KVM where it works, else software emulation: '
+                            'the first appliance of a host is preceded by '
+                            'a probe (an appliance without any image, '
+                            'started under KVM and stopped as soon as its '
+                            'guest writes to the console, about half a '
+                            'second where KVM works); if the guest says '
+                            'nothing within accelerator_probe_timeout or '
+                            'qemu aborts, appliances run under TCG, with '
+                            'a warning. The verdict is kept in the '
+                            'workspace (.host/accelerator.json) for a day, '
+                            'or until qemu, the kernel or libguestfs '
+                            'change.'),
+                   ('kvm', 'KVM only (libguestfs force_kvm): no probe, no '
+                           'fallback; a launch fails where KVM does.'),
+                   ('tcg', 'software emulation only (libguestfs '
+                           'force_tcg): no probe.'),
+               ],
+               help='Which accelerator the appliances run under. '
+                    'backend_settings holding force_kvm or force_tcg (or '
+                    'LIBGUESTFS_BACKEND_SETTINGS, when backend_settings is '
+                    'empty) wins over this option.'),
+    cfg.IntOpt('accelerator_probe_timeout',
+               default=10,
+               min=1,
+               max=120,
+               help='Seconds the KVM probe waits, once qemu has started, '
+                    'for its guest to write to the console before KVM is '
+                    'declared unusable (where KVM works, the firmware '
+                    'writes within a fraction of a second).'),
     cfg.StrOpt('backend',
                default='direct',
                help='libguestfs backend. The timeouts are enforced by '
                     'killing the appliance\'s qemu, which only the '
-                    '"direct" backend runs as a child of this process.'),
+                    '"direct" backend runs as a child of this process; '
+                    'with another backend KVM is not probed either.'),
     cfg.ListOpt('backend_settings',
                 default=[],
-                help='libguestfs backend settings, for example "force_tcg" '
-                     'on hosts where KVM is missing or broken. Empty: '
+                help='libguestfs backend settings. Not needed where KVM is '
+                     'missing or broken: see accelerator. "force_tcg" or '
+                     '"force_kvm" here wins over accelerator. Empty: '
                      'libguestfs\'s own default, which honours '
                      'LIBGUESTFS_BACKEND_SETTINGS.'),
+]
+
+
+# Remote images (Glance's image data, http(s) URLs) read by ranges
+# (qimgintrospect.remote).
+remote_opts = [
+    cfg.StrOpt('read_mode',
+               default='auto',
+               choices=[
+                   ('auto', 'read by ranges where the server honours them '
+                            '(its first answer says), else download the '
+                            'image whole'),
+                   ('ranges', 'read by ranges only; an image whose server '
+                              'does not honour them fails with '
+                              'remote-ranges-not-honoured'),
+                   ('download', 'always download the image whole'),
+               ],
+               help='How the audit, `qimg-introspect glance` and '
+                    '`qimg-introspect inspect URL` read a remote image. By '
+                    'ranges, the header checks, qemu-img and the guest '
+                    'appliance read only the blocks they need, through a '
+                    'read-only NBD export (nbdkit) of the image; Glance '
+                    'serves ranges for images in its filesystem and cinder '
+                    'stores, not in rbd, swift, s3 or http stores.'),
+    cfg.IntOpt('min_ranged_size_mb',
+               default=64,
+               min=0,
+               help='With read_mode auto, an image whose size is known '
+                    'beforehand (Glance\'s) and smaller than this many MiB '
+                    'is downloaded whole: starting its NBD export costs '
+                    'about half a second, what a download of that size '
+                    'takes on a 1 Gbit/s network. 0: ranges for all.'),
+    cfg.IntOpt('budget_mb',
+               default=1024,
+               min=1,
+               help='Most MiB read by ranges from one image (at most its '
+                    'size), reserved in the workspace quota while it is '
+                    'inspected. qemu-img reads a header and a few tables '
+                    '(a few MiB at most), the guest appliance the files it '
+                    'inspects (tens of MiB): an image that makes them read '
+                    'more fails with workspace-quota-exceeded.'),
+    cfg.IntOpt('block_size_kb',
+               default=64,
+               min=4,
+               max=4096,
+               help='Size, in KiB, of the blocks fetched and cached: every '
+                    'read fetches the blocks it touches that were not read '
+                    'yet (neighbours together, 4 MiB at most in one '
+                    'request). Smaller blocks fetch fewer bytes, larger '
+                    'ones fewer requests.'),
+    cfg.IntOpt('timeout',
+               default=60,
+               min=1,
+               help='Seconds one HTTP request may wait to connect, and '
+                    'then for each piece of its answer.'),
 ]
 
 
@@ -309,6 +422,7 @@ def register_opts(conf):
     conf.register_opts(import_opts, group=IMPORT_GROUP)
     conf.register_opts(audit_opts, group=AUDIT_GROUP)
     conf.register_opts(guest_opts, group=GUEST_GROUP)
+    conf.register_opts(remote_opts, group=REMOTE_GROUP)
 
 
 def list_opts():
@@ -320,4 +434,5 @@ def list_opts():
         (IMPORT_GROUP, import_opts),
         (AUDIT_GROUP, audit_opts),
         (GUEST_GROUP, guest_opts),
+        (REMOTE_GROUP, remote_opts),
     ]

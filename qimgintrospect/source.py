@@ -69,8 +69,15 @@ def open_image(path):
 def read_at(fd, length, offset):
     """Read at most *length* bytes of the open image *fd* at *offset*.
 
-    :raises InspectionFailed: read-error (an I/O error on the image).
+    *fd* is a file descriptor, or an image read by ranges
+    (:class:`qimgintrospect.remote.image.RemoteImage`), which reads the
+    same way: the header checks and format readers take either.
+
+    :raises InspectionFailed: read-error (an I/O error on the image); for
+        a remote image, what its reads raise.
     """
+    if not isinstance(fd, int):
+        return fd.read_at(length, offset)
     try:
         return os.pread(fd, length, offset)
     except OSError as err:

@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Header fuzzing shared by the fuzz test and ``tools/fuzz.py``.
+"""Header fuzzing shared by the fuzz tests and the ``tools/`` scripts.
 
 :func:`build_seeds` makes one small valid image of every format with
 qemu-img (and genisoimage, sfdisk), and records where its header
@@ -19,6 +19,13 @@ mutated copy: deterministic, so a case number is a reproducer.
 :func:`run_case` inspects it through the core API and returns an
 :class:`Outcome` that says what happened and what, if anything, broke a
 guarantee (:attr:`Outcome.problems`).
+
+The polyglot mode makes images that are two formats at once:
+:func:`build_polyglot_material` makes carriers (partitioned raw disks,
+ISOs, plain raw) and the headers, descriptors and magics of every format
+qemu probes; :func:`make_polyglot_case` writes one of them, whole, cut or
+varied, into a carrier's boot code, GPT or ISO system area at offset 0,
+512 or 2048; :func:`run_polyglot_case` inspects it like :func:`run_case`.
 """
 
 import collections
@@ -34,6 +41,7 @@ import psutil
 from qimgintrospect import api
 from qimgintrospect import exception
 from testkit import config
+from testkit import hostileimages
 from testkit import imagebuilder
 
 KiB = 1024
@@ -310,6 +318,88 @@ def _alarm(signum, frame):
     raise _CaseTimeout()
 
 
+#: A carrier of polyglot cases: a valid image with room for another
+#: format's header. ``room`` is {offset: most bytes that may go there}.
+Carrier = collections.namedtuple('Carrier', ['name', 'disk_format', 'path',
+                                             'room'])
+
+#: What a polyglot case writes into its carrier.
+_POLYGLOT_OFFSETS = (0, 0, 0, 512, 2048)
+_POLYGLOT_VARIANTS = ('whole', 'whole', 'whole', 'magic', 'cut', 'version',
+                      'vdi-tie', 'lines')
+# Lines qemu's VMDK text probe skips (or stops at), put before a payload.
+_PROBE_LINES = (b'# Disk DescriptorFile\n', b'#\n', b'   \n', b' \r\n',
+                b'\n', b'\r\n', b'# comment\r\n', b'\x00')
+
+
+def build_polyglot_material(directory):
+    """Make the carriers and payloads of polyglot cases in *directory*.
+
+    :returns: (list of :class:`Carrier`, {payload name: (qemu driver,
+        bytes)} from :func:`testkit.hostileimages.format_headers`).
+    """
+    d = str(directory)
+    os.makedirs(d, exist_ok=True)
+    boot = hostileimages.BOOT_CODE
+    carriers = [
+        Carrier('raw-mbr', 'raw',
+                imagebuilder.partitioned_raw(d, 'carrier-mbr.raw', 2 * MiB,
+                                             'dos'),
+                {0: boot, 512: 4096, 2048: 4096}),
+        Carrier('raw-gpt', 'raw',
+                imagebuilder.partitioned_raw(d, 'carrier-gpt.raw', 2 * MiB,
+                                             'gpt'),
+                {0: boot, 512: 512, 2048: 4096}),
+        Carrier('iso', 'iso', imagebuilder.iso(d, 'carrier.iso'),
+                {0: 4096, 512: 4096, 2048: 4096}),
+        Carrier('raw-blank', 'raw',
+                hostileimages.raw_file(d, 'carrier-blank.raw', MiB),
+                {0: 4096, 512: 4096, 2048: 4096}),
+    ]
+    return carriers, hostileimages.format_headers(d)
+
+
+def make_polyglot_case(material, case, directory):
+    """Write polyglot case number *case*; deterministic.
+
+    :param material: what :func:`build_polyglot_material` returned.
+    :returns: (path, declared format or None, list of notes, the case's
+        name: carrier, payload and offset).
+    """
+    carriers, payloads = material
+    rng = random.Random('polyglot/%d' % case)
+    carrier = rng.choice(carriers)
+    name = rng.choice(sorted(payloads))
+    _driver, data = payloads[name]
+    offset = rng.choice(_POLYGLOT_OFFSETS)
+    room = carrier.room[offset]
+    variant = rng.choice(_POLYGLOT_VARIANTS)
+    data = bytearray(data)
+    if variant == 'magic':
+        data = data[:rng.choice((4, 6, 8, 16, 20, 24, 0x44))]
+    elif variant == 'cut':
+        data = data[:rng.randrange(1, len(data) + 1)]
+    elif variant == 'version' and len(data) >= 24:
+        # The version fields of qcow/qcow2 (4), LUKS (6), parallels (16).
+        at = rng.choice((4, 6, 7, 16))
+        data[at] = rng.choice((0, 1, 2, 3, 4, 0xff))
+    elif variant == 'vdi-tie':
+        data = data.ljust(0x44, b'\x00')
+        data[0x40:0x44] = b'\x7f\x10\xda\xbe'
+    elif variant == 'lines':
+        data = b''.join(rng.choice(_PROBE_LINES)
+                        for _ in range(rng.randrange(1, 4))) + data
+    data = bytes(data[:room])
+    path = os.path.join(str(directory), 'polyglot-%d' % case)
+    shutil.copyfile(carrier.path, path)
+    imagebuilder.write_data(path, offset, data)
+    declared = carrier.disk_format if rng.random() < 0.7 else None
+    label = '%s+%s@%d' % (carrier.name, name, offset)
+    notes = ['%s: %d bytes of %s (%s) at %d' % (carrier.name, len(data), name,
+                                                variant, offset)]
+    return path, declared, notes, label
+
+
 def run_case(seed, case, directory, conf, workspace, time_limit=30):
     """Inspect mutated case *case* of *seed* in-process; never raises.
 
@@ -318,10 +408,24 @@ def run_case(seed, case, directory, conf, workspace, time_limit=30):
         SIGALRM interrupts it).
     :returns: :class:`Outcome`.
     """
-
-    allowed = conf['introspection_formats'].allowed_formats
     path, declared, notes = make_case(seed, case, directory,
                                       declarable(conf))
+    return _run(path, declared, notes, case, seed.name, conf, workspace,
+                time_limit)
+
+
+def run_polyglot_case(material, case, directory, conf, workspace,
+                      time_limit=30):
+    """Inspect polyglot case *case* like :func:`run_case`; never raises."""
+    path, declared, notes, label = make_polyglot_case(material, case,
+                                                      directory)
+    return _run(path, declared, notes, case, label, conf, workspace,
+                time_limit)
+
+
+def _run(path, declared, notes, case, name, conf, workspace, time_limit):
+    """Inspect the case at *path*, check every guarantee, remove it."""
+    allowed = conf['introspection_formats'].allowed_formats
     problems = []
     exit_code, code, message = 0, 'ok', ''
     previous = signal.signal(signal.SIGALRM, _alarm)
@@ -357,7 +461,7 @@ def run_case(seed, case, directory, conf, workspace, time_limit=30):
     if leftovers:
         problems.append('workspace not empty: %s' % leftovers)
     os.unlink(path)
-    return Outcome(case, seed.name, declared, notes, exit_code, code, message,
+    return Outcome(case, name, declared, notes, exit_code, code, message,
                    elapsed, problems)
 
 

@@ -14,7 +14,7 @@
 """Fuzz the header checks: mutate valid images, inspect, count outcomes.
 
     .venv/bin/python tools/fuzz.py [--cases N] [--first K] [--seed NAME]
-                                   [--keep DIR] [--verbose]
+                                   [--polyglot] [--keep DIR] [--verbose]
 
 Builds one small valid image of every format (qemu-img, genisoimage,
 sfdisk), then runs N mutated cases through the core API in-process, cases
@@ -25,6 +25,14 @@ only qemu-img's answer caught, a process or workspace file left behind, no
 answer in time). Cases are deterministic: ``--first K --cases 1`` replays
 case K (case K uses seed K modulo the number of seeds). Exits 1 when any
 case broke a guarantee.
+
+With ``--polyglot``, cases are images that are two formats at once
+instead: another format's header, descriptor or magic (whole, cut, its
+version changed, tied with a VDI signature, behind comment lines) written
+into the boot code of an MBR, a GPT, an ISO system area or a blank raw
+disk, at byte 0, 512 or 2048; outcomes are counted per carrier, payload
+and offset. ``tools/probe_parity.py`` runs the same cases against qemu's
+own guess.
 """
 
 import argparse
@@ -57,6 +65,8 @@ def main(argv=None):
     parser.add_argument('--seed', metavar='NAME', action='append',
                         help='only cases of this seed image (repeatable; '
                              'e.g. qcow2-v3, vmdk-streamOptimized)')
+    parser.add_argument('--polyglot', action='store_true',
+                        help='cases are polyglots (two formats at once)')
     parser.add_argument('--keep', metavar='DIR',
                         help='copy the image of every problem case here')
     parser.add_argument('--verbose', action='store_true',
@@ -70,7 +80,11 @@ def main(argv=None):
         os.makedirs(seeds_dir)
         os.makedirs(cases_dir)
         conf = _conf(workspace)
-        seeds = fuzzer.build_seeds(seeds_dir)
+        if args.polyglot:
+            material = fuzzer.build_polyglot_material(seeds_dir)
+            seeds = [None]
+        else:
+            seeds = fuzzer.build_seeds(seeds_dir)
         per_seed = collections.defaultdict(collections.Counter)
         overall = collections.Counter()
         problems = []
@@ -79,11 +93,16 @@ def main(argv=None):
         ran = 0
         for case in range(args.first, args.first + args.cases):
             seed = seeds[case % len(seeds)]
-            if args.seed and seed.name not in args.seed:
+            if args.polyglot:
+                outcome = fuzzer.run_polyglot_case(material, case, cases_dir,
+                                                   conf, workspace)
+            elif args.seed and seed.name not in args.seed:
                 continue
+            else:
+                outcome = fuzzer.run_case(seed, case, cases_dir, conf,
+                                          workspace)
             ran += 1
-            outcome = fuzzer.run_case(seed, case, cases_dir, conf, workspace)
-            per_seed[seed.name][outcome.code] += 1
+            per_seed[outcome.seed][outcome.code] += 1
             overall[outcome.code] += 1
             if slowest is None or outcome.elapsed > slowest.elapsed:
                 slowest = outcome
@@ -92,7 +111,8 @@ def main(argv=None):
             if outcome.problems:
                 problems.append(outcome)
                 if args.keep:
-                    _keep(args.keep, seed, case, conf)
+                    _keep(args.keep, seed, case, conf,
+                          material if args.polyglot else None)
         elapsed = time.monotonic() - started
 
     if slowest is None:
@@ -123,13 +143,18 @@ def _describe(outcome):
         '; '.join(outcome.mutations), outcome.code, outcome.message[:300]))
 
 
-def _keep(directory, seed, case, conf):
+def _keep(directory, seed, case, conf, material=None):
     # run_case removed its image: rebuild it from the same case number.
     os.makedirs(directory, exist_ok=True)
-    path, declared, _notes = fuzzer.make_case(seed, case, directory,
-                                              fuzzer.declarable(conf))
+    if material is not None:
+        path, declared, _notes, name = fuzzer.make_polyglot_case(
+            material, case, directory)
+    else:
+        path, declared, _notes = fuzzer.make_case(seed, case, directory,
+                                                  fuzzer.declarable(conf))
+        name = seed.name
     os.rename(path, os.path.join(directory, 'case-%d.%s.declared-%s'
-                                 % (case, seed.name, declared)))
+                                 % (case, name, declared)))
 
 
 if __name__ == '__main__':

@@ -14,7 +14,8 @@
 
 The report lists every difference (``-f table`` for people, ``-f json`` or
 ``-f csv`` for scripts) and ends with a summary: what the run did, the
-catalogue's image sizes and the workspace ``max_workers`` needs. In JSON
+catalogue's image sizes, the workspace ``max_workers`` needs and how the
+images were read (by ranges or whole, bytes read beside sizes). In JSON
 and YAML the output is one object, ``{"differences": [...], "summary":
 {...}}``; in CSV and value formats stdout holds only the rows and the
 summary goes to stderr.
@@ -32,6 +33,7 @@ import yaml
 
 from qimgintrospect.cmd import common
 from qimgintrospect.cmd import glance as glance_cmd
+from qimgintrospect.cmd import progress as progress_display
 from qimgintrospect.glance import audit
 from qimgintrospect.glance import client as glance_client
 from qimgintrospect.glance import report as report_mod
@@ -132,7 +134,11 @@ class Audit(common.ErrorReporting, lister.Lister):
             ('updated_at', 'updated_since')) if getattr(parsed_args, attr)}
         bar = tqdm.tqdm(unit=' images', file=self.app.stderr,
                         disable=parsed_args.no_progress
-                        or not self.app.stderr.isatty())
+                        or not self.app.stderr.isatty(),
+                        **progress_display.screen(self.app.stderr))
+        # The probe and the appliances starting and running, beside the
+        # count of images.
+        appliances = progress_display.ApplianceStatus(bar)
 
         def progress(image, outcome, unchanged):
             bar.update(1)
@@ -153,9 +159,11 @@ class Audit(common.ErrorReporting, lister.Lister):
             run = audit.Audit(client, CONF, state,
                               glance_cmd.policy_from(parsed_args),
                               max_images=parsed_args.max_images,
-                              progress=progress, member=member)
+                              progress=progress, observer=appliances,
+                              member=member)
             try:
-                report = run.run(filters)
+                with appliances.logging_through():
+                    report = run.run(filters)
             except (KeyboardInterrupt, SystemExit):
                 self.app.stderr.write(
                     'audit interrupted: %d images are recorded in %s; run '
@@ -163,7 +171,7 @@ class Audit(common.ErrorReporting, lister.Lister):
                     % (state.count(), state.display))
                 raise
             finally:
-                bar.close()
+                appliances.close()
         self._summary = report.summary(CONF)
         if len(report.workers) > 1:
             # Several workers made the report: say which made each row.
@@ -230,6 +238,7 @@ def format_summary(summary):
             ws['max_workers'], _size(ws['needed_bytes']),
             _size(ws['typical_bytes']), _size(ws['quota_bytes']),
             'enough' if ws['enough'] else 'NOT enough for the largest'),
+        glance_cmd.reads_summary(summary['reads']),
     ]
     lines.extend(_workers_summary(summary.get('run')))
     return '\n'.join(lines) + '\n'

@@ -12,14 +12,18 @@
 
 """``qimg-introspect glance IMAGE_ID...``: Glance images, side by side.
 
-Each image is downloaded into the workspace, inspected, and its properties
-listed next to Glance's; ``--apply`` writes the difference back.
+Each image is read into the workspace (by ranges where its store honours
+them, else downloaded whole), inspected, and its properties listed next to
+Glance's; ``--apply`` writes the difference back. After the table, one
+line per image says how it was read and how many bytes that took (on
+stderr unless the format is ``table``).
 """
 
 import argparse
 
 from cliff import lister
 from oslo_config import cfg
+from oslo_utils import units
 
 from qimgintrospect.cmd import common
 from qimgintrospect.cmd import shell
@@ -68,6 +72,47 @@ def policy_from(parsed_args):
                              remove_stale=parsed_args.remove_stale)
 
 
+def human_size(nbytes):
+    """*nbytes* in the largest binary unit under it (``1.5 GiB``)."""
+    for unit, name in ((units.Ti, 'TiB'), (units.Gi, 'GiB'),
+                       (units.Mi, 'MiB'), (units.Ki, 'KiB')):
+        if nbytes >= unit:
+            return '%.1f %s' % (nbytes / unit, name)
+    return '%d B' % nbytes
+
+
+def _share(part, whole):
+    return '%.3g %%' % (100.0 * part / whole) if whole else '-'
+
+
+def read_line(read):
+    """How one image was read, for people (an item of Reads.images)."""
+    if read['read_by'] == 'ranges':
+        return ('image %s: read by ranges, %s of %s (%s) in %d requests'
+                % (read['image_id'], human_size(read['bytes_read']),
+                   human_size(read['size']),
+                   _share(read['bytes_read'], read['size']),
+                   read['requests']))
+    return 'image %s: downloaded whole, %s' % (
+        read['image_id'], human_size(read['bytes_read']))
+
+
+def reads_summary(reads):
+    """The reads of a run (Reads.to_dict()), in one line for people."""
+    ranges, whole, total = (reads['ranges'], reads['download'],
+                            reads['total'])
+    return ('Reads of the %d images inspected: %d by ranges, %s of their '
+            '%s (%s) in %d requests; %d downloaded whole, %s; in all %s '
+            'read of %s (%s).' % (
+                total['images'], ranges['images'],
+                human_size(ranges['bytes_read']), human_size(ranges['size']),
+                _share(ranges['bytes_read'], ranges['size']),
+                ranges['requests'], whole['images'],
+                human_size(whole['bytes_read']),
+                human_size(total['bytes_read']), human_size(total['size']),
+                _share(total['bytes_read'], total['size'])))
+
+
 def display_rows(parsed_args, rows):
     """Rows for cliff: None is an empty cell except in JSON and YAML."""
     if getattr(parsed_args, 'formatter', None) in ('json', 'yaml'):
@@ -91,7 +136,16 @@ class GlanceImages(common.ErrorReporting, lister.Lister):
 
     def run(self, parsed_args):
         self._worst = exception.EXIT_OK
+        self._reads = report_mod.Reads()
         return super().run(parsed_args) or self._worst
+
+    def produce_output(self, parsed_args, column_names, data):
+        result = super().produce_output(parsed_args, column_names, data)
+        out = (self.app.stdout if parsed_args.formatter == 'table'
+               else self.app.stderr)
+        for read in self._reads.images:
+            out.write(read_line(read) + '\n')
+        return result
 
     def take_action(self, parsed_args):
         client = glance_client.from_arguments(parsed_args, self._auth_names)
@@ -107,6 +161,7 @@ class GlanceImages(common.ErrorReporting, lister.Lister):
                     raise
                 outcome = err
                 self._worst = max(self._worst, err.exit_code)
+            self._reads.add(image, outcome)
             image_rows, _ = report_mod.image_rows(
                 client, image, outcome, policy, include_same=True)
             rows.extend(image_rows)

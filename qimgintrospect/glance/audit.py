@@ -59,6 +59,11 @@ TRANSIENT = frozenset([
     exception.READ_ERROR, exception.FILE_NOT_FOUND,
     # The appliance could not start, or the host was too slow for it.
     exception.GUEST_UNAVAILABLE, exception.GUEST_TIMEOUT,
+    # Reads by ranges that met the network, Glance or nbdkit, or a
+    # read_mode the next run may not have.
+    exception.REMOTE_UNREACHABLE, exception.REMOTE_HTTP_ERROR,
+    exception.REMOTE_AUTH, exception.REMOTE_NOT_FOUND,
+    exception.REMOTE_EXPORT_FAILED, exception.REMOTE_RANGES_NOT_HONOURED,
 ])
 
 
@@ -82,19 +87,22 @@ class Audit(object):
     :param progress: called in the calling thread as
         ``progress(image, outcome, unchanged)`` after each image this
         worker settled.
+    :param observer: a :mod:`qimgintrospect.progress` observer for the
+        core's stages (KVM probe, appliances), called from the workers.
     :param member: this worker in its audit group
         (:class:`~qimgintrospect.glance.coordination.GroupMember`, started);
         default: alone (``SoleWorker``).
     """
 
     def __init__(self, client, conf, state, policy, max_images=None,
-                 progress=None, member=None):
+                 progress=None, observer=None, member=None):
         self.client = client
         self.conf = conf
         self.state = state
         self.policy = policy
         self.max_images = max_images
         self.progress = progress
+        self.observer = observer
         self.member = member or _alone(state.worker)
         self.workers = conf[opts.WORKSPACE_GROUP].max_workers
         # Images of one owner are gathered into batches that share a
@@ -280,7 +288,8 @@ class Audit(object):
         # raises, so that one image's trouble stays that image's.
         try:
             return glance_client.inspect_images(self.client, batch,
-                                                self.conf, stop)
+                                                self.conf, stop,
+                                                self.observer)
         except exception.IntrospectionError as err:
             return [err] * len(batch)
         except Exception as err:
@@ -298,6 +307,7 @@ class Audit(object):
             batch = pending.pop(future)
             for image, outcome in zip(batch, future.result()):
                 report.counts.inspected += 1
+                report.reads.add(image, outcome)
                 if self._settled(outcome, report) and checksum_of(image):
                     # Another worker may have recorded the image first:
                     # Glance is written with what the record says.

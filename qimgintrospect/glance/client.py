@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""A Glance client the way OpenStack CLIs make one, and image downloads.
+"""A Glance client the way OpenStack CLIs make one, and image reads.
 
 Authentication is openstack.config's, as in python-openstackclient:
 ``--os-cloud`` and clouds.yaml, ``OS_*`` variables and ``--os-*`` options,
@@ -18,12 +18,21 @@ any keystoneauth plugin; ``--os-auth-type admin_token --os-endpoint URL
 --os-token TOKEN`` is the endpoint-and-token mode. The session is a
 keystoneauth session and the client python-glanceclient's v2.
 
+An image's data is read by ranges (``GET /v2/images/{id}/file`` with a
+``Range``, through the client's own keystoneauth session) where its store
+can read at an offset, and downloaded whole (python-glanceclient, checksum
+verified) where it cannot or ``[introspection_remote] read_mode`` says so:
+:func:`inspect_images` hands the core one
+:class:`~qimgintrospect.api.RemoteRequest` per image, and the core
+chooses.
+
 Every Glance, keystoneauth or network error leaves this module as an
 :class:`~qimgintrospect.exception.IntrospectionError` with one of the
 codes declared for the Glance front ends.
 """
 
 import contextlib
+import functools
 import sys
 import time
 
@@ -181,7 +190,7 @@ def check_inspectable(image):
 
 
 def inspect_image(client, image, conf, stop=None):
-    """Download *image* into the workspace and inspect it with the core.
+    """Read *image* into the workspace and inspect it with the core.
 
     :param image: the image as Glance shows it (needs ``id``, ``size``,
         ``status``, ``disk_format``).
@@ -198,35 +207,52 @@ def inspect_image(client, image, conf, stop=None):
     return outcome
 
 
-def inspect_images(client, images, conf, stop=None):
-    """Download inspectable *images* of one owner and inspect them together.
+def inspect_images(client, images, conf, stop=None, observer=None):
+    """Read inspectable *images* of one owner and inspect them together.
 
-    The downloads and the core's private copies share one slot of the
-    workspace (so ``max_workers`` slots at most are on disk at once, each
-    within the quota), the slot is emptied however this returns, and the
-    core inspects the images with one :func:`api.inspect_many` call: one
-    guest appliance for up to :func:`api.batch_size` images of one owner.
+    Each image is read by ranges where its store honours them, else
+    downloaded whole (see the module's docstring; ``details.read_by``
+    says which). What is read and the core's private copies of downloads
+    share one slot of the workspace (so ``max_workers`` slots at most are
+    on disk at once, each within the quota), the slot is emptied however
+    this returns, and the core inspects the images with one
+    :func:`api.inspect_many` call: one guest appliance for up to
+    :func:`api.batch_size` images of one owner.
 
+    :param observer: passed to :func:`api.inspect_many`.
     :returns: for each image, its Result or the IntrospectionError that
-        stopped its download or inspection; one image fails alone.
-    :raises IntrospectionError: only what stops them all (no slot).
+        stopped its reads or inspection; one image fails alone.
+    :raises IntrospectionError: only what stops them all (no slot, no
+        image endpoint).
     """
-    outcomes = [None] * len(images)
-    requests, indexes = [], []
+    requests = [api.RemoteRequest(
+        image_data_url(client, image['id']), image.get('disk_format'),
+        image.get('owner'),
+        session=client.http_client, size=image['size'],
+        download=functools.partial(_receive, client, image, stop=stop),
+        label='image %s' % image['id']) for image in images]
     with workspace.Workspace.from_conf(conf).slot() as slot:
-        for n, image in enumerate(images):
-            try:
-                copy = _receive(client, image, slot, stop)
-            except exception.IntrospectionError as err:
-                outcomes[n] = err
-                continue
-            requests.append(api.ImageRequest(
-                copy.path, image.get('disk_format'), image.get('owner')))
-            indexes.append(n)
-        for n, outcome in zip(indexes,
-                              api.inspect_many(requests, conf, slot=slot)):
-            outcomes[n] = outcome
-    return outcomes
+        return api.inspect_many(requests, conf, slot=slot,
+                                observer=observer)
+
+
+def image_data_url(client, image_id):
+    """The URL of the image's data, where python-glanceclient gets it.
+
+    keystoneauth joins the client's image endpoint and the path
+    ``/v2/images/{id}/file`` so; the ranged reads ask the same URL.
+
+    :raises UsageError: glance-auth-failed (no credentials to find the
+        endpoint with).
+    :raises InspectionFailed: glance-unreachable.
+    """
+    with _translated('finding the image endpoint'):
+        endpoint = client.http_client.get_endpoint()
+    if not endpoint:
+        raise exception.InspectionFailed(
+            exception.GLANCE_UNREACHABLE,
+            'the catalogue has no image endpoint for these credentials')
+    return '%s/v2/images/%s/file' % (endpoint.rstrip('/'), image_id)
 
 
 def _receive(client, image, slot, stop):

@@ -3,8 +3,8 @@
 :func:`image_rows` compares one image's outcome with what Glance has
 (:mod:`~qimgintrospect.glance.properties`), applies the :class:`Policy`
 (write the difference back or not) and returns the report's rows;
-:class:`Report` gathers a run's rows, its :class:`Counts` and the sizes of
-the images listed.
+:class:`Report` gathers a run's rows, its :class:`Counts`, the sizes of
+the images listed and how the images inspected were read (:class:`Reads`).
 """
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
@@ -25,6 +25,7 @@ from qimgintrospect import exception
 from qimgintrospect.glance import client as glance_client
 from qimgintrospect.glance import properties
 from qimgintrospect.glance import sizing
+from qimgintrospect.remote import source as remote_source
 
 #: One line of a report. ``difference`` is a kind from
 #: :mod:`~qimgintrospect.glance.properties`, or, for an image that was not
@@ -123,16 +124,66 @@ class Counts(object):
         return {field: getattr(self, field) for field in self.FIELDS}
 
 
+class Reads(object):
+    """How the images a run inspected were read, and what that cost.
+
+    Per image (``details`` of its result, see
+    :data:`qimgintrospect.remote.source.DETAILS`): by ranges or by a
+    whole download, the bytes read beside the image's size, the
+    requests; and the same summed per way and in all.
+    """
+
+    WAYS = (remote_source.RANGES, remote_source.DOWNLOAD)
+
+    def __init__(self):
+        self.images = []
+
+    def add(self, image, outcome):
+        """Count one image's outcome (only a result says how it was read)."""
+        if isinstance(outcome, exception.IntrospectionError):
+            return
+        details = outcome.details
+        if details.get('read_by') not in self.WAYS:
+            return
+        self.images.append({'image_id': image['id'],
+                            'read_by': details['read_by'],
+                            'size': details['image_size'],
+                            'bytes_read': details['bytes_read'],
+                            'requests': details['requests']})
+
+    def to_dict(self):
+        """Totals per way (``ranges``, ``download``), in all, per image."""
+        summary = {way: _read_totals([i for i in self.images
+                                      if i['read_by'] == way])
+                   for way in self.WAYS}
+        summary['total'] = _read_totals(self.images)
+        summary['images'] = list(self.images)
+        return summary
+
+
+def _read_totals(images):
+    return {'images': len(images),
+            'size': sum(i['size'] for i in images),
+            'bytes_read': sum(i['bytes_read'] for i in images),
+            'requests': sum(i['requests'] for i in images)}
+
+
 class Report(object):
-    """The rows of a run, its counts and the sizes of the images listed."""
+    """The rows of a run, its counts, sizes and reads."""
 
     def __init__(self):
         self.rows = []
         self.counts = Counts()
         self.sizes = []
+        self.reads = Reads()
 
     def summary(self, conf):
-        """Counts, the image-size distribution and the workspace it needs."""
+        """Counts, the image-size distribution and the workspace it needs.
+
+        And ``reads``: how the images inspected in this run were read
+        (:meth:`Reads.to_dict`).
+        """
         return {'images': self.counts.to_dict(),
                 'sizes': sizing.size_distribution(self.sizes),
-                'workspace': sizing.workspace_needs(self.sizes, conf)}
+                'workspace': sizing.workspace_needs(self.sizes, conf),
+                'reads': self.reads.to_dict()}

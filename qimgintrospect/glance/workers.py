@@ -304,7 +304,8 @@ class Ledger(object):
         left for the next run (deferred). Images the journal has that this
         worker did not list (the catalogue changed between two workers'
         listings) are added at the end. ``listed`` and the sizes stay this
-        worker's.
+        worker's; ``reads`` (how the images were read) are every
+        worker's, from the outcomes journalled.
         """
         journal = collections.OrderedDict(
             (e.image_id, e) for e in state.run_journal())
@@ -313,6 +314,7 @@ class Ledger(object):
         report.counts.listed = listed
         report.rows = []
         report.row_workers = []
+        report.reads = report_mod.Reads()
         for image_id, mine in self._listed.items():
             if image_id in journal:
                 _tally_journalled(report, journal.pop(image_id))
@@ -338,6 +340,7 @@ def _tally_journalled(report, line):
             'version: its outcome cannot be read')
     if not line.unchanged:
         report.counts.inspected += 1
+        report.reads.add({'id': line.image_id}, outcome)
         if isinstance(outcome, normalise.Result) and api.incomplete(outcome):
             report.counts.incomplete += 1
     tally(report, Entry(line.image_id, line.worker, outcome, rows,

@@ -10,66 +10,77 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Small format readers for what oslo.utils' format_inspector does not give.
+"""Format readers for what oslo.utils' format_inspector does not give.
 
 * :class:`PloopInspector` and :class:`FixedVhdInspector` detect two formats
   oslo does not (Parallels/ploop, and a VHD whose only footer is at the
   end); they are oslo ``FileInspector`` subclasses so they run in the same
   single pass as oslo's own.
-* :class:`Qcow2Reader` and :class:`VmdkReader` run after detection and
-  before oslo's coarse safety checks; they refuse with the offending value
-  in the message (the backing path, the extent file) and return the
-  findings qemu-img does not report (the VMDK adapter type).
+* The readers (:func:`reader_for`: qcow2, VMDK, VHD, VHDX, VDI, LUKS) run
+  after detection and before oslo's coarse safety checks. They refuse with
+  the offending value in the message (the backing path, the extent file),
+  check every table the format's qemu driver reads whole against the end
+  of the file, and return the findings qemu-img does not report (the VMDK
+  adapter type) and the virtual size exactly as qemu computes it, which
+  :mod:`~qimgintrospect.inspectors.qemu_img` compares with qemu-img's.
 
 Every reader refuses what would make qemu-img open another file before it
 refuses what is merely broken (a table past the end of the file is
-image-truncated), so an attack is always reported as one. Readers only
-read header structures: the bytes the inspectors captured plus bounded
-reads of the qcow2 backing-file name and header extensions (inside the
-first cluster), the VHD dynamic header and nothing else.
+image-truncated), so an attack is always reported as one. Readers read
+only metadata: the bytes the inspectors captured, plus bounded reads of
+the qcow2 backing-file name, header extensions (inside the first cluster)
+and snapshot table headers, the VMDK footer (the last 1536 bytes), the VHD
+dynamic header and the first sectors of a VMDK descriptor.
 
-:func:`explain_unparsed` names the attack when a file carries a format's
-magic but oslo's inspector gave up on it (a VMDK descriptor placed
-outside the file, a VMDK3 ``COWD`` extent).
+:func:`magic_formats` and :func:`explain_unparsed` name the format when a
+file carries a format's magic but no inspector could parse it (a truncated
+header, a VMDK descriptor placed outside the file, a VMDK3 ``COWD``
+extent). The magics are those of qemu's probes
+(:mod:`~qimgintrospect.inspectors.probe`), plus the ISO 9660 one.
 """
 
 import re
 import struct
 
 from oslo_utils.imageutils import format_inspector
+from oslo_utils import units
 
+from qimgintrospect import diskformats
 from qimgintrospect import exception
+from qimgintrospect.inspectors import probe
 from qimgintrospect import opts
 from qimgintrospect import source
 
-#: Where each format's magic is: (offset, bytes...). Used to tell a
-#: truncated or corrupt image from an image of another format.
-MAGIC = {
-    'qcow2': (0, b'QFI\xfb'),
-    'qed': (0, b'QED\x00'),
-    'vmdk': (0, b'KDMV', b'COWD', b'# Disk DescriptorFile'),
-    'vhd': (0, b'conectix'),
-    'vhdx': (0, b'vhdxfile'),
-    'vdi': (0x40, b'\x7f\x10\xda\xbe'),
-    'luks': (0, b'LUKS\xba\xbe'),
-    'ploop': (0, b'WithoutFreeSpace', b'WithouFreSpacExt'),
-    'iso': (0x8001, b'CD001', b'NSR02', b'NSR03'),
-}
+SECTOR = 512
+
+#: ISO 9660 (and UDF) volume descriptor identifiers, at byte 0x8001. qemu
+#: has no ISO driver (it reads an ISO as raw), so this is the one magic
+#: that is not in qemu's probe table.
+ISO_MAGIC = (0x8001, (b'CD001', b'NSR02', b'NSR03'))
 
 
 def has_magic(disk_format, head):
-    """True when *head* carries the magic of *disk_format*."""
-    entry = MAGIC.get(disk_format)
-    if not entry:
+    """True when *head* carries the magic of Glance format *disk_format*.
+
+    Magics are compared byte for byte: a raw disk that starts with
+    ``qfi\xfb`` carries no qcow2 magic.
+    """
+    if disk_format == 'iso':
+        offset, magics = ISO_MAGIC
+        return any(head[offset:offset + len(m)] == m for m in magics)
+    driver = diskformats.QEMU_DRIVERS.get(disk_format)
+    if driver is None or driver == 'raw':
         return False
-    offset, magics = entry[0], entry[1:]
-    return any(head[offset:offset + len(m)].lower() == m.lower()
-               for m in magics)
+    return probe.carries_magic(driver, head)
 
 
 def magic_formats(head):
-    """The formats whose magic *head* carries, in :data:`MAGIC` order."""
-    return [name for name in MAGIC if has_magic(name, head)]
+    """The Glance formats whose magic *head* carries, in qemu's order."""
+    glance = {driver: name for name, driver in diskformats.QEMU_DRIVERS.items()
+              if driver != 'raw'}
+    found = [glance[p.driver] for p in probe.TABLE
+             if p.driver in glance and has_magic(glance[p.driver], head)]
+    return found + (['iso'] if has_magic('iso', head) else [])
 
 
 def explain_unparsed(disk_format, head, size):
@@ -91,6 +102,14 @@ def explain_unparsed(disk_format, head, size):
             'is not accepted')
     if head[:4] == b'KDMV' and len(head) >= VmdkReader.HEADER_LENGTH:
         VmdkReader.check_sparse_header(head, size)
+
+
+def qemu_raw_size(size):
+    """The virtual size qemu gives a raw file of *size* bytes.
+
+    qemu counts whole sectors, the last one partial.
+    """
+    return _sectors(size) * SECTOR
 
 
 class PloopInspector(format_inspector.FileInspector):
@@ -117,8 +136,12 @@ class PloopInspector(format_inspector.FileInspector):
     def virtual_size(self):
         if not self.format_match:
             return 0
-        sectors = struct.unpack_from('<Q', self.region('header').data, 36)[0]
-        return sectors * 512
+        header = self.region('header').data
+        sectors = struct.unpack_from('<Q', header, 36)[0]
+        if header[:16] == self._MAGICS[0]:
+            # qemu keeps 32 bits of the size in the original format.
+            sectors &= 0xffffffff
+        return sectors * SECTOR
 
     def _check_version(self):
         version = struct.unpack_from('<I', self.region('header').data, 16)[0]
@@ -135,6 +158,9 @@ class FixedVhdInspector(format_inspector.FileInspector):
     """
 
     NAME = 'vhd'
+    #: qemu's vpc probe looks for the footer copy at offset 0, which a
+    #: fixed VHD lacks: qemu, probing, reads a fixed VHD as raw.
+    QEMU_PROBES_AS = 'raw'
     _FIXED = 2
 
     def _initialize(self):
@@ -178,10 +204,15 @@ class Qcow2Reader(object):
     nb_snapshots u32 @60, snapshots_offset u64 @64, incompatible_features
     u64 @72, header_length u32 @100 (v3); header extensions (type u32,
     length u32, data padded to 8) follow the header, inside the first
-    cluster.
+    cluster. Each snapshot table entry starts 8-aligned with a 40-byte
+    header (id_str_size u16 @12, name_size u16 @14, extra_data_size u32
+    @36) followed by its extra data, id and name.
     """
 
-    KNOWN_INCOMPATIBLE = 0b11111   # dirty, corrupt, data file, compr., L2
+    # qemu 7.2's QCOW2_INCOMPAT_MASK: dirty, corrupt, external data file,
+    # compression type, extended L2 entries.
+    KNOWN_INCOMPATIBLE = 0b11111
+    CORRUPT_BIT = 1 << 1
     DATA_FILE_BIT = 1 << 2
     EXT_DATA_FILE = 0x44415441
     EXT_CRYPTO = 0x0537be77
@@ -192,6 +223,15 @@ class Qcow2Reader(object):
     CLUSTER_BITS = (9, 21)
     V2_HEADER_LENGTH = 72
     V3_MIN_HEADER_LENGTH = 104
+    # qemu's limits on the snapshot table (QCOW_MAX_SNAPSHOTS,
+    # QCOW_MAX_SNAPSHOT_EXTRA_DATA, QCOW_MAX_SNAPSHOTS_SIZE).
+    SNAPSHOT_HEADER = 40
+    MAX_SNAPSHOTS = 65536
+    MAX_SNAPSHOT_EXTRA = 1024
+    MAX_SNAPSHOT_TABLE = 64 * units.Mi
+    # The first bytes of the snapshot table are read at once: a few
+    # hundred snapshots fit.
+    SNAPSHOT_READ = 64 * units.Ki
 
     def check(self, inspector, fd, size, conf):
         head = bytes(inspector.region('header').data)
@@ -215,8 +255,9 @@ class Qcow2Reader(object):
             fd, size, header_length,
             min(max(cluster_bits, self.CLUSTER_BITS[0]),
                 self.CLUSTER_BITS[1]))
-        if version == 3:
-            self._check_v3(head, extensions)
+        incompatible = (struct.unpack_from('>Q', head, 72)[0]
+                        if version == 3 else 0)
+        self._check_features(incompatible, extensions)
         # What is merely broken, after every refusal.
         if not self.CLUSTER_BITS[0] <= cluster_bits <= self.CLUSTER_BITS[1]:
             raise exception.InspectionFailed(
@@ -228,7 +269,16 @@ class Qcow2Reader(object):
                 exception.IMAGE_CORRUPT,
                 'qcow2 v3 header_length %d is below %d'
                 % (header_length, self.V3_MIN_HEADER_LENGTH))
-        self._check_encryption(crypt_method, extensions, size)
+        if incompatible & self.CORRUPT_BIT:
+            # qemu-img info still reads it (read-only), but no qemu opens
+            # it read-write: Nova could not boot it.
+            raise exception.InspectionFailed(
+                exception.IMAGE_CORRUPT,
+                'the qcow2 header has its corrupt bit set (incompatible '
+                'feature bit 1): qemu found its metadata inconsistent and '
+                'will not open it for writing until it is repaired')
+        findings = self._check_encryption(crypt_method, extensions, size,
+                                          conf)
         cluster = 1 << cluster_bits
         if not rc_clusters:
             raise exception.InspectionFailed(
@@ -239,8 +289,12 @@ class Qcow2Reader(object):
         _check_within(size, 'qcow2 refcount table', rc_offset,
                       rc_clusters * cluster)
         if nb_snapshots:
-            _check_within(size, 'qcow2 snapshot table', snapshots_offset, 1)
-        return {'virtual_size': virtual_size, 'qcow2_version': version}
+            self._check_snapshot_table(fd, size, snapshots_offset,
+                                       nb_snapshots)
+        # qemu counts whole sectors: it drops a partial last one.
+        findings.update(virtual_size=virtual_size // SECTOR * SECTOR,
+                        qcow2_version=version)
+        return findings
 
     def _backing_name(self, fd, size, offset, length):
         if offset >= size:
@@ -248,8 +302,7 @@ class Qcow2Reader(object):
         name = source.read_at(fd, min(length, self.MAX_NAME), offset)
         return name.decode('utf-8', 'replace')
 
-    def _check_v3(self, head, extensions):
-        incompatible = struct.unpack_from('>Q', head, 72)[0]
+    def _check_features(self, incompatible, extensions):
         data_file = extensions.get(self.EXT_DATA_FILE)
         if incompatible & self.DATA_FILE_BIT or data_file is not None:
             raise exception.ImageRefused(
@@ -264,16 +317,22 @@ class Qcow2Reader(object):
                 'the qcow2 header sets unknown incompatible feature bits '
                 '0x%x' % unknown)
 
-    def _check_encryption(self, crypt_method, extensions, size):
-        # qemu-img 7.2 dies of SIGSEGV on a LUKS-encrypted qcow2 without
-        # its crypto header extension: never hand it one.
-        if crypt_method not in (self.CRYPT_NONE, self.CRYPT_AES,
-                                self.CRYPT_LUKS):
+    def _check_encryption(self, crypt_method, extensions, size, conf):
+        """Refuse or report encryption; return the findings it gives."""
+        if crypt_method == self.CRYPT_NONE:
+            return {}
+        if crypt_method == self.CRYPT_AES:
+            raise exception.ImageRefused(
+                exception.IMAGE_ENCRYPTED,
+                'the qcow2 image is encrypted with qemu\'s legacy AES-CBC '
+                'scheme (crypt_method 1), which is broken and never '
+                'accepted; qemu\'s own system emulators refuse it')
+        if crypt_method != self.CRYPT_LUKS:
             raise exception.InspectionFailed(
                 exception.IMAGE_CORRUPT,
                 'qcow2 encryption method %d is unknown' % crypt_method)
-        if crypt_method != self.CRYPT_LUKS:
-            return
+        # qemu-img 7.2 dies of SIGSEGV on a LUKS-encrypted qcow2 without
+        # its crypto header extension: never hand it one.
         crypto = extensions.get(self.EXT_CRYPTO)
         if crypto is None or len(crypto) < 16:
             raise exception.InspectionFailed(
@@ -282,6 +341,60 @@ class Qcow2Reader(object):
                 'extension')
         offset, length = struct.unpack_from('>QQ', crypto)
         _check_within(size, 'qcow2 LUKS header', offset, length)
+        if not conf[opts.FORMATS_GROUP].allow_encrypted:
+            raise exception.ImageRefused(
+                exception.IMAGE_ENCRYPTED,
+                'the qcow2 image is LUKS-encrypted (its key is not in the '
+                'image); [introspection_formats] allow_encrypted is off')
+        return {'qcow2_encryption': 'luks',
+                'warnings': ['the qcow2 image is LUKS-encrypted: it boots '
+                             'only with its secret, which is not in the '
+                             'image']}
+
+    def _check_snapshot_table(self, fd, size, offset, count):
+        """Walk the snapshot table as qemu reads it; it must end in the file.
+
+        qemu allocates every entry's id and name as their headers say and
+        reads what is past the end of the file as zeros, so only the whole
+        table inside the file bounds what it allocates. Only the 40-byte
+        entry headers are read.
+        """
+        if count > self.MAX_SNAPSHOTS:
+            raise exception.InspectionFailed(
+                exception.IMAGE_CORRUPT,
+                'the qcow2 header claims %d snapshots; qemu reads at most %d'
+                % (count, self.MAX_SNAPSHOTS))
+        what = 'qcow2 snapshot table (%d entries)' % count
+        # The smallest table this count can make, before reading any entry.
+        _check_within(size, what + ' at its smallest', offset,
+                      count * self.SNAPSHOT_HEADER)
+        first = source.read_at(fd, min(self.SNAPSHOT_READ, size - offset),
+                               offset)
+        position = offset
+        for index in range(count):
+            position = -(-position // 8) * 8
+            _check_within(size, what, offset,
+                          position + self.SNAPSHOT_HEADER - offset)
+            start = position - offset
+            if start + self.SNAPSHOT_HEADER <= len(first):
+                entry = first[start:start + self.SNAPSHOT_HEADER]
+            else:
+                entry = source.read_at(fd, self.SNAPSHOT_HEADER, position)
+            id_size, name_size = struct.unpack_from('>HH', entry, 12)
+            extra, = struct.unpack_from('>I', entry, 36)
+            if extra > self.MAX_SNAPSHOT_EXTRA:
+                raise exception.InspectionFailed(
+                    exception.IMAGE_CORRUPT,
+                    'qcow2 snapshot %d has %d bytes of extra data; qemu '
+                    'reads at most %d' % (index, extra,
+                                          self.MAX_SNAPSHOT_EXTRA))
+            position += self.SNAPSHOT_HEADER + extra + id_size + name_size
+            if position - offset > self.MAX_SNAPSHOT_TABLE:
+                raise exception.InspectionFailed(
+                    exception.IMAGE_CORRUPT,
+                    'the qcow2 snapshot table is larger than the %d bytes '
+                    'qemu reads' % self.MAX_SNAPSHOT_TABLE)
+        _check_within(size, what, offset, position - offset)
 
     def _extensions(self, fd, size, header_length, cluster_bits):
         """{type: data} of the header extensions, bounded to one cluster.
@@ -314,22 +427,38 @@ class VmdkReader(object):
     header whose capacity is 0 (qemu then reads the embedded descriptor as
     a descriptor file and opens its extents) and a ``parentFileNameHint``.
 
-    Sparse header (little-endian): version u32 @4, capacity u64 @12 and
-    granularity u64 @20 (sectors), descriptor offset u64 @28 and size u64
-    @36 (sectors), redundant and primary grain directory offsets u64 @48
-    and @56 and metadata size (grain_offset) u64 @64 (sectors).
+    Sparse header (little-endian): version u32 @4, flags u32 @8, capacity
+    u64 @12 and granularity u64 @20 (sectors), descriptor offset u64 @28
+    and size u64 @36 (sectors), num_gtes_per_gt u32 @44, redundant and
+    primary grain directory offsets u64 @48 and @56, metadata size
+    (grain_offset) u64 @64 (sectors), then a filler byte, four check bytes
+    and compressAlgorithm u16 @77. A header whose grain directory offset
+    is ``GD_AT_END`` (a streamOptimized file written as a stream) has its
+    real values in a footer: a footer marker, a copy of the header and an
+    end-of-stream marker in the last three sectors.
     """
 
     HEADER_LENGTH = 72
-    SECTOR = 512
+    HEADER_END = 79
     GD_AT_END = 0xffffffffffffffff
     FLAG_RGD = 1 << 1
+    MARKER_FOOTER = 3
     # qemu reads the descriptor of a sparse file at sector 1, at most
     # 1 MiB of it, and looks for parentFileNameHint in its first 20
     # sectors (whatever descriptor size the header claims).
     DESCRIPTOR_SECTOR = 1
     MAX_DESCRIPTOR = 1024 * 1024
     PARENT_WINDOW = 20 * 512
+    # qemu's limits on the grain tables (vmdk.c).
+    MAX_GTES_PER_GT = 512
+    MAX_GRANULARITY = 0x200000
+    MAX_GD_ENTRIES = 32 * units.Mi
+    # Header fields a footer must repeat: name, offset, struct format.
+    _FOOTER_FIELDS = (
+        ('version', 4, '<I'), ('flags', 8, '<I'), ('capacity', 12, '<Q'),
+        ('granularity', 20, '<Q'), ('descriptor offset', 28, '<Q'),
+        ('descriptor size', 36, '<Q'), ('num_gtes_per_gt', 44, '<I'),
+        ('grain_offset', 64, '<Q'), ('compressAlgorithm', 77, '<H'))
 
     _EXTENT = re.compile(
         r'^(rw|rdonly|noaccess)\s+(\d+)\s+(\w+)(?:\s+"([^"]*)")?',
@@ -359,11 +488,11 @@ class VmdkReader(object):
                 'this one lists: %s'
                 % ('; '.join('%s %s' % (e[2], _quote(e[3] or '?'))
                              for e in extents) or 'no extent'))
-        for line in unknown:
+        if unknown:
             raise exception.ImageRefused(
                 exception.VMDK_DESCRIPTOR,
                 'the VMDK descriptor has a line this tool does not '
-                'understand: %s' % _quote(line))
+                'understand: %s' % _quote(unknown[0]))
         name = extents[0][3] or ''
         if '/' in name or '\\' in name or name in ('.', '..'):
             raise exception.ImageRefused(
@@ -382,9 +511,12 @@ class VmdkReader(object):
                 exception.VMDK_SUBFORMAT,
                 'VMDK createType %s is not allowed (allowed: %s)'
                 % (_quote(create_type or '(none)'), ', '.join(allowed)))
-        self._check_grain_directory(header, size)
+        effective = self._effective_header(header, fd, size)
+        self._check_grain_directory(effective, size)
+        capacity, = struct.unpack_from('<Q', effective, 12)
         return {'vmdk_create_type': create_type,
-                'vmdk_adapter_type': fields.get('ddb.adaptertype')}
+                'vmdk_adapter_type': fields.get('ddb.adaptertype'),
+                'virtual_size': capacity * SECTOR}
 
     @classmethod
     def check_sparse_header(cls, header, size, extents=()):
@@ -399,8 +531,8 @@ class VmdkReader(object):
         (capacity, _grain, desc_sector,
          desc_sectors) = struct.unpack_from('<QQQQ', header, 12)
         grain_offset, = struct.unpack_from('<Q', header, 64)
-        desc_offset = desc_sector * cls.SECTOR
-        desc_bytes = desc_sectors * cls.SECTOR
+        desc_offset = desc_sector * SECTOR
+        desc_bytes = desc_sectors * SECTOR
         if desc_sector != cls.DESCRIPTOR_SECTOR:
             raise exception.ImageRefused(
                 exception.VMDK_DESCRIPTOR,
@@ -416,7 +548,7 @@ class VmdkReader(object):
                 'be between 1 sector and %d bytes'
                 % (desc_sectors, desc_bytes, cls.MAX_DESCRIPTOR))
         if desc_offset + desc_bytes > size:
-            metadata_end = grain_offset * cls.SECTOR
+            metadata_end = grain_offset * SECTOR
             if size < metadata_end:
                 # The file is shorter than its own header says: cut short.
                 _check_within(size, 'VMDK descriptor', desc_offset,
@@ -436,26 +568,105 @@ class VmdkReader(object):
                 % (', '.join(_quote(e[3] or '?') for e in extents)
                    or 'none named'))
 
-    def _check_grain_directory(self, header, size):
-        flags, = struct.unpack_from('<I', header, 8)
-        rgd_sector, gd_sector, grain_offset = struct.unpack_from(
-            '<QQQ', header, 48)
-        # qemu counts the file in whole sectors, the last one partial.
-        sectors = -(-size // self.SECTOR)
-        _check_within(sectors * self.SECTOR,
-                      'VMDK metadata (up to grain_offset)', 0,
-                      grain_offset * self.SECTOR)
+    def _effective_header(self, header, fd, size):
+        """The header qemu goes by: the footer's when the header defers.
+
+        :raises ImageRefused: vmdk-footer-invalid when the footer is not
+            one, or disagrees with the header on anything but the grain
+            directory it exists to give.
+        """
+        gd_sector, = struct.unpack_from('<Q', header, 56)
         if gd_sector != self.GD_AT_END:
-            _check_within(size, 'VMDK grain directory',
-                          gd_sector * self.SECTOR, 1)
-            if flags & self.FLAG_RGD:
-                _check_within(size, 'VMDK redundant grain directory',
-                              rgd_sector * self.SECTOR, 1)
+            return header
+        # qemu reads the three sectors before the end of the file counted
+        # in whole sectors; what lies past the end reads as zeros.
+        start = _sectors(size) * SECTOR - 3 * SECTOR
+        if start < 0:
+            raise exception.ImageRefused(
+                exception.VMDK_FOOTER,
+                'the VMDK header says its grain directory is in a footer, '
+                'but the %d-byte file cannot hold one' % size)
+        data = source.read_at(fd, 3 * SECTOR, start).ljust(3 * SECTOR,
+                                                           b'\x00')
+        marker, footer, eos = (data[:SECTOR], data[SECTOR:2 * SECTOR],
+                               data[2 * SECTOR:])
+        marker_size, marker_type = struct.unpack_from('<II', marker, 8)
+        eos_value, eos_size, eos_type = struct.unpack_from('<QII', eos, 0)
+        if (footer[:4] != b'KDMV' or marker_size != 0
+                or marker_type != self.MARKER_FOOTER or eos_value
+                or eos_size or eos_type):
+            raise exception.ImageRefused(
+                exception.VMDK_FOOTER,
+                'the VMDK header says its grain directory is in a footer, '
+                'but bytes %d-%d are no footer marker, footer and '
+                'end-of-stream marker' % (start, start + 3 * SECTOR))
+        for name, offset, fmt in self._FOOTER_FIELDS:
+            ours, = struct.unpack_from(fmt, header, offset)
+            theirs, = struct.unpack_from(fmt, footer, offset)
+            if ours != theirs:
+                raise exception.ImageRefused(
+                    exception.VMDK_FOOTER,
+                    'the streamOptimized footer (byte %d) disagrees with '
+                    'the header on the %s: %d in the header, %d in the '
+                    'footer, which qemu would go by'
+                    % (start + SECTOR, name, ours, theirs))
+        if struct.unpack_from('<Q', footer, 56)[0] == self.GD_AT_END:
+            raise exception.ImageRefused(
+                exception.VMDK_FOOTER,
+                'the streamOptimized footer (byte %d) points at yet another '
+                'footer for its grain directory' % (start + SECTOR))
+        return footer
+
+    def _check_grain_directory(self, header, size):
+        """The grain directories qemu reads, whole, inside the file."""
+        version, flags, capacity, granularity = struct.unpack_from(
+            '<IIQQ', header, 4)
+        gtes_per_gt, rgd_sector, gd_sector, grain_offset = struct.unpack_from(
+            '<IQQQ', header, 44)
+        if version > 3:
+            raise exception.InspectionFailed(
+                exception.IMAGE_CORRUPT,
+                'VMDK version %d is not supported (qemu reads 1 to 3)'
+                % version)
+        if gtes_per_gt > self.MAX_GTES_PER_GT:
+            raise exception.InspectionFailed(
+                exception.IMAGE_CORRUPT,
+                'VMDK grain tables of %d entries are too large (qemu reads '
+                'at most %d)' % (gtes_per_gt, self.MAX_GTES_PER_GT))
+        entry_sectors = (gtes_per_gt * granularity) & _U64
+        if not entry_sectors:
+            raise exception.InspectionFailed(
+                exception.IMAGE_CORRUPT,
+                'the VMDK grain directory entry covers no sector '
+                '(num_gtes_per_gt %d, granularity %d)'
+                % (gtes_per_gt, granularity))
+        # qemu computes this in 64 bits and keeps 32 of them.
+        entries = (((capacity + entry_sectors - 1) & _U64)
+                   // entry_sectors) & 0xffffffff
+        _check_within(_sectors(size) * SECTOR,
+                      'VMDK metadata (up to grain_offset)', 0,
+                      grain_offset * SECTOR)
+        if granularity > self.MAX_GRANULARITY:
+            raise exception.InspectionFailed(
+                exception.IMAGE_CORRUPT,
+                'VMDK granularity %d sectors is above the %d qemu accepts'
+                % (granularity, self.MAX_GRANULARITY))
+        if entries > self.MAX_GD_ENTRIES:
+            raise exception.InspectionFailed(
+                exception.IMAGE_CORRUPT,
+                'the VMDK grain directory has %d entries, above the %d qemu '
+                'accepts' % (entries, self.MAX_GD_ENTRIES))
+        _check_within(size, 'VMDK grain directory (%d entries)' % entries,
+                      gd_sector * SECTOR, entries * 4)
+        if flags & self.FLAG_RGD:
+            _check_within(size, 'VMDK redundant grain directory (%d '
+                          'entries)' % entries, rgd_sector * SECTOR,
+                          entries * 4)
 
     def _parent_hint(self, fd, size):
         # qemu searches the raw descriptor sectors, comments included, up
         # to the first NUL: so does this.
-        start = self.DESCRIPTOR_SECTOR * self.SECTOR
+        start = self.DESCRIPTOR_SECTOR * SECTOR
         length = min(self.PARENT_WINDOW, max(size - start, 0))
         window = source.read_at(fd, length, start).split(b'\x00')[0]
         found = self._PARENT.search(window)
@@ -503,17 +714,27 @@ class VhdReader(object):
     """Refuse a differencing VHD; check a dynamic VHD's tables are inside.
 
     Footer/header copy (big-endian): data_offset u64 @16 (where the
-    dynamic header is), disk_type u32 @60. Dynamic header: cookie
-    ``cxsparse``, table_offset u64 @16, max_table_entries u32 @28, parent
-    unicode name (UTF-16BE, 512 bytes) @64.
+    dynamic header is), creator_app[4] @28, current_size u64 @48, CHS
+    geometry (cylinders u16 @56, heads u8 @58, sectors per track u8 @59),
+    disk_type u32 @60. Dynamic header: cookie ``cxsparse``, table_offset
+    u64 @16, max_table_entries u32 @28, parent unicode name (UTF-16BE, 512
+    bytes) @64.
     """
 
     _DIFFERENCING = 4
     _DYNAMIC_HEADER = 1024
+    # qemu's vpc driver sizes a disk by its CHS geometry, unless a creator
+    # it knows sizes by current_size, or the geometry is the largest CHS
+    # can say; it opens at most 2040 GiB.
+    _SIZED_BY_CURRENT_SIZE = (b'win ', b'qem2', b'd2v ', b'CTXS', b'tap\x00')
+    _MAX_GEOMETRY = 65535 * 16 * 255
+    _MAX_SECTORS = 0xff000000
 
     def check(self, inspector, fd, size, conf):
         if inspector.has_region('footer'):
-            return {'vhd_subformat': 'fixed'}
+            footer = bytes(inspector.region('footer').data)
+            return {'vhd_subformat': 'fixed',
+                    'virtual_size': self.qemu_size(footer)}
         footer = bytes(inspector.region('header').data)
         disk_type = struct.unpack_from('>I', footer, 60)[0]
         data_offset = struct.unpack_from('>Q', footer, 16)[0]
@@ -522,6 +743,7 @@ class VhdReader(object):
                 exception.BACKING_FILE,
                 'the VHD is a differencing disk that reads a parent file: '
                 '%s' % _quote(self._parent_name(fd, size, data_offset)))
+        virtual_size = self.qemu_size(footer)
         _check_within(size, 'VHD dynamic header', data_offset,
                       self._DYNAMIC_HEADER)
         dynamic = source.read_at(fd, self._DYNAMIC_HEADER, data_offset)
@@ -534,7 +756,27 @@ class VhdReader(object):
         entries, = struct.unpack_from('>I', dynamic, 28)
         _check_within(size, 'VHD block allocation table', table_offset,
                       entries * 4)
-        return {'vhd_subformat': 'dynamic'}
+        return {'vhd_subformat': 'dynamic', 'virtual_size': virtual_size}
+
+    @classmethod
+    def qemu_size(cls, footer):
+        """The virtual size qemu's vpc driver gives the disk of *footer*.
+
+        :raises InspectionFailed: image-corrupt when it is above what qemu
+            opens.
+        """
+        current_size, = struct.unpack_from('>Q', footer, 48)
+        cylinders, heads, per_track = struct.unpack_from('>HBB', footer, 56)
+        sectors = cylinders * heads * per_track
+        if (footer[28:32] in cls._SIZED_BY_CURRENT_SIZE
+                or sectors == cls._MAX_GEOMETRY):
+            sectors = current_size // SECTOR
+        if sectors > cls._MAX_SECTORS:
+            raise exception.InspectionFailed(
+                exception.IMAGE_CORRUPT,
+                'the VHD claims %d sectors; qemu opens at most %d (2040 GiB)'
+                % (sectors, cls._MAX_SECTORS))
+        return sectors * SECTOR
 
     def _parent_name(self, fd, size, data_offset):
         # The parent's name, UTF-16BE, 512 bytes at 64 in the dynamic
@@ -546,28 +788,65 @@ class VhdReader(object):
         return name.split('\x00')[0] or '(unnamed)'
 
 
+class VhdxReader(object):
+    """The virtual size qemu gives a VHDX: whole 512-byte sectors.
+
+    qemu opens only VHDX files with 512-byte logical sectors, and counts
+    the virtual disk size in them.
+    """
+
+    def check(self, inspector, fd, size, conf):
+        if not inspector.virtual_size:
+            return {}
+        return {'virtual_size': inspector.virtual_size // SECTOR * SECTOR}
+
+
 class VdiReader(object):
     """Check that a VDI's block map lies inside the file.
 
-    Header (little-endian): offset_bmap u32 @0x154, blocks_in_image u32
-    @0x180.
+    Header (little-endian): offset_bmap u32 @0x154, disk_size u64 @0x170,
+    blocks_in_image u32 @0x180.
     """
 
     def check(self, inspector, fd, size, conf):
         header = bytes(inspector.region('header').data)
         bmap_offset, = struct.unpack_from('<I', header, 0x154)
+        disk_size, = struct.unpack_from('<Q', header, 0x170)
         blocks, = struct.unpack_from('<I', header, 0x180)
         _check_within(size, 'VDI block map', bmap_offset, blocks * 4)
-        return {}
+        # qemu rounds an odd disk size up to whole sectors.
+        return {'virtual_size': _sectors(disk_size) * SECTOR}
+
+
+class LuksReader(object):
+    """The virtual size qemu gives a LUKS (version 1) image.
+
+    Header (big-endian): payload_offset u32 @104, in 512-byte sectors; the
+    disk is what follows it, to the end of the file in whole sectors.
+    """
+
+    def check(self, inspector, fd, size, conf):
+        header = bytes(inspector.region('header').data)
+        payload, = struct.unpack_from('>I', header, 104)
+        _check_within(_sectors(size) * SECTOR, 'LUKS payload start', 0,
+                      payload * SECTOR)
+        return {'virtual_size': (_sectors(size) - payload) * SECTOR}
 
 
 _READERS = {'qcow2': Qcow2Reader(), 'vmdk': VmdkReader(), 'vhd': VhdReader(),
-            'vdi': VdiReader()}
+            'vhdx': VhdxReader(), 'vdi': VdiReader(), 'luks': LuksReader()}
+
+_U64 = (1 << 64) - 1
 
 
 def reader_for(disk_format):
     """The reader for *disk_format*, or None when oslo's checks suffice."""
     return _READERS.get(disk_format)
+
+
+def _sectors(size):
+    """*size* bytes in whole sectors, the last one partial."""
+    return -(-size // SECTOR)
 
 
 def _quote(value, limit=200):

@@ -14,15 +14,17 @@
 
 :func:`inspect` runs the executor with the format the header check decided
 and checks qemu-img's answer a second time for everything that would make
-the image reach outside itself (a second line of defence: the header check
-should already have refused these). It returns flat findings for the
-normaliser.
+the image reach outside itself, for encryption, and for a virtual size
+other than the one the header check computed the way qemu does (a second
+line of defence: the header check should already have refused these). It
+returns flat findings for the normaliser.
 """
 
 from qimgintrospect import diskformats
 from qimgintrospect import exception
 from qimgintrospect import executor
 from qimgintrospect.inspectors import header as header_inspector
+from qimgintrospect import opts
 
 # qemu-img's format-specific keys we report, by format, as finding names.
 _SPECIFIC = {
@@ -38,15 +40,25 @@ _SPECIFIC = {
 _GENERAL = {'virtual-size': 'virtual_size',
             'actual-size': 'actual_size',
             'cluster-size': 'cluster_size',
-            'dirty-flag': 'dirty_flag'}
+            'dirty-flag': 'dirty_flag',
+            'encrypted': 'encrypted'}
 
 
-def inspect(path, disk_format, conf):
+def inspect(path, disk_format, conf, header=None, filename=None):
     """Run qemu-img info on the copy at *path* as *disk_format* (Glance).
 
+    :param path: the workspace copy, or the NBD URI of a remote image's
+        export (see :func:`qimgintrospect.executor.qemu_img_info`).
+    :param header: the :class:`~qimgintrospect.inspectors.header.Header`
+        that passed for this image; qemu-img's virtual size must be the
+        one it computed.
+    :param filename: how qemu-img names the image in its answer, when
+        not *path* (an export: its own spelling of the URI); a VMDK extent
+        in any other file is refused.
     :returns: dict of findings (virtual_size, actual_size, ...).
-    :raises ImageRefused: qemu-img-format-disagrees, backing-file,
-        data-file, vmdk-external-extent, virtual-size-too-large.
+    :raises ImageRefused: qemu-img-format-disagrees (another format, or
+        another virtual size than the header's), backing-file, data-file,
+        vmdk-external-extent, image-encrypted, virtual-size-too-large.
     :raises InspectionFailed: every executor error.
     """
     qemu_format = diskformats.QEMU_DRIVERS[disk_format]
@@ -68,11 +80,19 @@ def inspect(path, disk_format, conf):
             'qemu-img reports an external data file: %r'
             % specific['data-file'])
     for extent in specific.get('extents') or []:
-        if extent.get('filename') != path:
+        if extent.get('filename') != (filename or path):
             raise exception.ImageRefused(
                 exception.VMDK_EXTENT,
                 'qemu-img reports a VMDK extent outside the image: %r'
                 % extent.get('filename'))
+    # The luks disk format is encryption itself, allowed or not by
+    # allowed_formats; allow_encrypted is about encrypted qcow2.
+    if (info.get('encrypted') and qemu_format != 'luks'
+            and not conf[opts.FORMATS_GROUP].allow_encrypted):
+        raise exception.ImageRefused(
+            exception.IMAGE_ENCRYPTED,
+            'qemu-img reports an encrypted image (%s)'
+            % ((specific.get('encrypt') or {}).get('format') or 'unknown'))
     findings = {name: info[key] for key, name in _GENERAL.items()
                 if key in info}
     for key, name in _SPECIFIC.get(qemu_format, {}).items():
@@ -81,5 +101,12 @@ def inspect(path, disk_format, conf):
     if not isinstance(findings.get('virtual_size'), int):
         raise exception.QemuImgBadOutput(
             'qemu-img reported no virtual size: %r' % info)
+    expected = header.findings.get('virtual_size') if header else None
+    if expected and findings['virtual_size'] != expected:
+        raise exception.ImageRefused(
+            exception.QEMU_IMG_DISAGREES,
+            'qemu-img reports a virtual size of %d bytes, but the header '
+            'says %d bytes as qemu reads it'
+            % (findings['virtual_size'], expected))
     header_inspector.check_virtual_size(findings['virtual_size'], conf)
     return findings

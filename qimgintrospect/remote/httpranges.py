@@ -290,14 +290,94 @@ class RangeReader(object):
         data = self._fetch('bytes=-%d' % length, want)
         return self.size - len(data), data
 
+    def whole(self):
+        """Ask for the whole image (the fallback); return (size, chunks).
+
+        One GET without a ``Range``, for a server that does not honour
+        ranges. Its answer is checked as a ranged one is: ``200``, not
+        content-coded, a ``Content-Length`` that is the image's size (the
+        size known, else it sets it), the validators of earlier answers.
+        *chunks* yields the body and raises once it is longer or shorter
+        than that length; it closes the answer when it ends.
+
+        :raises ImageRefused: remote-size-mismatch, remote-content-encoded,
+            remote-redirect-refused, image-changed-during-copy (and, from
+            *chunks*, remote-body-too-long, remote-body-too-short).
+        :raises UsageError: remote-auth-failed, remote-not-found.
+        :raises InspectionFailed: remote-http-error (another status, no
+            Content-Length), remote-unreachable.
+        """
+        response = self._follow(None)
+        try:
+            size = self._accept_whole(response)
+        except BaseException:
+            response.close()
+            raise
+        return size, self._whole_body(response, size)
+
+    def _accept_whole(self, response):
+        status = response.status_code
+        headers = response.headers
+        if status != 200:
+            raise self._status_error(status, 'a download',
+                                     _snippet(response))
+        encoding = headers.get('Content-Encoding', 'identity').strip()
+        if encoding.lower() != 'identity':
+            raise exception.ImageRefused(
+                exception.REMOTE_CONTENT_ENCODED,
+                '%s sent the image encoded with %s' % (self.url, encoding))
+        try:
+            length = int(headers['Content-Length'])
+        except (KeyError, ValueError):
+            raise exception.InspectionFailed(
+                exception.REMOTE_HTTP_ERROR,
+                '%s sent the image without a Content-Length (%r): its size '
+                'must be known before it is written to the workspace'
+                % (self.url, headers.get('Content-Length')))
+        self._check_total(length, 'the whole image')
+        self._check_validators(headers)
+        return length
+
+    def _whole_body(self, response, size):
+        received = 0
+        try:
+            for chunk in response.iter_content(_READ_CHUNK):
+                received += len(chunk)
+                if received > size:
+                    raise exception.ImageRefused(
+                        exception.REMOTE_BODY_TOO_LONG,
+                        '%s sent more than the %d bytes of the image'
+                        % (self.url, size))
+                self.bytes_fetched += len(chunk)
+                yield chunk
+        except requests.RequestException as err:
+            raise exception.ImageRefused(
+                exception.REMOTE_BODY_TOO_SHORT,
+                '%s ended the image after %d of its %d bytes: %s'
+                % (self.url, received, size, err))
+        finally:
+            response.close()
+        if received < size:
+            raise exception.ImageRefused(
+                exception.REMOTE_BODY_TOO_SHORT,
+                '%s sent %d of the %d bytes of the image'
+                % (self.url, received, size))
+
     def _fetch(self, range_value, want, probing=False):
+        response = self._follow(range_value)
+        try:
+            return self._accept(response, range_value, want, probing)
+        finally:
+            response.close()
+
+    def _follow(self, range_value):
+        """The first answer that is not a redirect (same origin only)."""
         url = self.url
         for _ in range(MAX_REDIRECTS + 1):
             response = self._send(url, range_value)
+            if response.status_code not in _REDIRECTS:
+                return response
             try:
-                if response.status_code not in _REDIRECTS:
-                    return self._accept(response, range_value, want,
-                                        probing)
                 url = self._redirect_target(url, response)
             finally:
                 response.close()
@@ -309,8 +389,9 @@ class RangeReader(object):
         retried = False
         while True:
             headers = self._credentials('headers')
-            headers.update({'Range': range_value,
-                            'Accept-Encoding': 'identity'})
+            headers['Accept-Encoding'] = 'identity'
+            if range_value is not None:
+                headers['Range'] = range_value
             self.requests += 1
             try:
                 response = self._http.get(
@@ -377,19 +458,23 @@ class RangeReader(object):
             raise exception.RangesNotHonoured(
                 '%s refused a ranged request (%s) with %d: %s'
                 % (self.url, range_value, status, detail))
+        raise self._status_error(status, 'a ranged request (%s)'
+                                 % range_value, detail)
+
+    def _status_error(self, status, request, detail):
+        """The error for an answer that is neither data nor a redirect."""
         if status in (401, 403):
-            raise exception.UsageError(
+            return exception.UsageError(
                 exception.REMOTE_AUTH,
                 '%s refused the credentials (%d): %s'
                 % (self.url, status, detail))
         if status in (404, 410):
-            raise exception.UsageError(
+            return exception.UsageError(
                 exception.REMOTE_NOT_FOUND,
                 '%s: no such image (%d)' % (self.url, status))
-        raise exception.InspectionFailed(
+        return exception.InspectionFailed(
             exception.REMOTE_HTTP_ERROR,
-            '%s answered %d to a ranged request (%s): %s'
-            % (self.url, status, range_value, detail))
+            '%s answered %d to %s: %s' % (self.url, status, request, detail))
 
     def _accept_partial(self, response, range_value, want):
         headers = response.headers

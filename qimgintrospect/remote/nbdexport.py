@@ -68,6 +68,9 @@ _MAX_SOCKET_PATH = 107
 _POLL_INTERVAL = 0.05
 _LOG_TAIL = 2000
 
+_availability = {}
+_availability_lock = threading.Lock()
+
 
 class Export(object):
     """A running export. ``uri``: ``nbd+unix:///?socket=PATH``."""
@@ -120,6 +123,30 @@ class Export(object):
                 return f.read().decode('utf-8', 'replace').strip()
         except OSError:
             return ''
+
+
+def available():
+    """Whether nbdkit and its python plugin can run here (asked once).
+
+    :returns: None when they can, else why not (one line).
+    """
+    with _availability_lock:
+        if 'answer' not in _availability:
+            _availability['answer'] = _ask_nbdkit()
+        return _availability['answer']
+
+
+def _ask_nbdkit():
+    nbdkit = shutil.which('nbdkit')
+    if nbdkit is None:
+        return 'nbdkit is not installed'
+    try:
+        subprocess.run([nbdkit, 'python', '--version'], check=True,
+                       capture_output=True, timeout=START_TIMEOUT)
+    except (OSError, subprocess.SubprocessError) as err:
+        return 'nbdkit cannot load its python plugin: %s' % (
+            getattr(err, 'stderr', None) or err)
+    return None
 
 
 @contextlib.contextmanager

@@ -277,6 +277,8 @@ def _assert_one_report(reports, catalogue):
         assert report['summary']['run']['id'] == first['summary']['run'][
             'id']
         assert report['summary']['images'] == first['summary']['images']
+        # How the images were read: every worker's, from the journal.
+        assert report['summary']['reads'] == first['summary']['reads']
         assert _rows(report) == _rows(first)
         assert report['summary']['images']['listed'] == len(catalogue)
 
@@ -291,6 +293,8 @@ def test_three_workers_inspect_every_image_once_and_agree(
     counts = reports[0]['summary']['images']
     assert (counts['inspected'], counts['unchanged']) == (len(catalogue), 0)
     assert counts['changed'] == 2 * TENANTS  # the two VMDKs of each tenant
+    assert reports[0]['summary']['reads']['total']['images'] == len(
+        catalogue)
     # Each image's data was read by exactly one worker.
     readers = glance.readers(since)
     assert set(readers) == set(catalogue)
@@ -341,6 +345,7 @@ def test_three_workers_inspect_every_image_once_and_agree(
 def test_a_worker_killed_mid_image_leaves_its_share_to_the_others(
         workers, glance, catalogue, database, redis):
     held = sorted(catalogue)[len(catalogue) // 2]
+    since = len(glance.requests())
     team = workers(WORKERS, _url(redis), database, rules=[
         faults.hold_rule('victim', faults.file_path(held))])
     # Whoever the ring gave the image to is now downloading it, holding
@@ -365,7 +370,7 @@ def test_a_worker_killed_mid_image_leaves_its_share_to_the_others(
     assert dead['finished_at'] is None
     assert journal[held].worker != dead['worker']
     # The image it was in the middle of was read again by another.
-    readers = glance.readers()[held]
+    readers = glance.readers(since)[held]
     assert victim.project in readers and len(readers) == 2
 
 

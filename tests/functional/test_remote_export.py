@@ -25,7 +25,7 @@ import pytest
 from qimgintrospect import exception
 from qimgintrospect.remote import image as remote_image
 from qimgintrospect import workspace
-from testkit import guestimages
+from testkit import config
 from testkit import imagebuilder
 from testkit import nbdclient
 from testkit import webserver
@@ -348,7 +348,7 @@ def test_libguestfs_inspects_the_export_reading_a_small_fraction(
             with remote.export() as export:
                 g = guestfs.GuestFS(python_return_dict=True)
                 try:
-                    g.set_backend_settings(guestimages.BACKEND_SETTINGS)
+                    g.set_backend_settings(config.BACKEND_SETTINGS)
                     g.add_drive_opts('', protocol='nbd',
                                      server=export.server, format='qcow2',
                                      readonly=True)

@@ -6,20 +6,31 @@ suffix range) with ``206`` and a ``Content-Range`` that gives the size,
 sends no ``Accept-Ranges`` and has no ``HEAD``; an image whose location
 is on glance_store's http store (no ``READ_RANDOM``) gets ``400`` for a
 range, and a whole ``200`` without one: the configuration in which a
-caller must fall back to a whole download (phase 2 tests the fallback
-there).
+caller must fall back to a whole download.
+
+Then the front ends on it: every small image of the suite
+(testkit/corpus.py) uploaded to the file store says the same read by
+ranges as downloaded whole; the audit and ``glance`` read a file-store
+image by ranges and fall back to a download for an http-store image,
+and say so.
 """
 
+import json
 import os
 import time
 
+from glanceclient import exc as glance_exc
 import pytest
 import requests
 
+from qimgintrospect import diskformats
 from qimgintrospect import exception
+from qimgintrospect.glance import client as glance_client
 from qimgintrospect.remote import httpranges
 from qimgintrospect.remote import image as remote_image
 from qimgintrospect import workspace
+from testkit import config
+from testkit import corpus as corpus_mod
 from testkit import imagebuilder
 from testkit import nbdclient
 from testkit import webserver
@@ -29,6 +40,9 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 _ACTIVE_POLLS = 300
+#: Glance's own [image_format] disk_formats (no qed, no luks).
+GLANCE_DISK_FORMATS = ('raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi', 'iso',
+                       'ploop')
 
 
 @pytest.fixture(scope='module')
@@ -172,8 +186,8 @@ def http_store(tmp_path_factory, qcow2):
             server.stop()
 
 
-def _image_on_web(server, nginx, path):
-    client = server.client(glance_api.new_project_id())
+def _image_on_web(server, nginx, path, client=None):
+    client = client or server.client(glance_api.new_project_id())
     image = glance_api.create_image(client, 'qcow2')
     client.http_client.post('/v2/images/%s/locations' % image['id'],
                             json={'url': nginx.url(os.path.basename(path))})
@@ -205,3 +219,133 @@ def test_an_http_store_does_not_honour_ranges(http_store, qcow2, slot):
         assert int(whole.headers['Content-Length']) == image['size']
         with open(qcow2, 'rb') as f:
             assert next(whole.iter_content(64 * KiB)) == f.read(64 * KiB)
+
+
+@pytest.fixture(scope='module')
+def corpus_on_glance(glance_server, tmp_path_factory):
+    """(client, [(sample, image)]): the corpus's small images, in Glance.
+
+    Those Glance takes: it checks an upload's format and safety itself
+    (``[image_format] require_image_format_match``), so most hostile
+    images never become active there.
+    """
+    samples = [s for s in corpus_mod.build(tmp_path_factory.mktemp('corpus'))
+               if s.small]
+    client = glance_server.client(glance_api.new_project_id())
+    uploaded = []
+    for sample in samples:
+        disk_format = diskformats.glance_name(sample.declared or 'raw')
+        if disk_format not in GLANCE_DISK_FORMATS:
+            continue
+        try:
+            uploaded.append((sample, glance_api.upload_image(
+                client, sample.path, disk_format)))
+        except glance_exc.HTTPException:
+            continue
+    return client, uploaded
+
+
+def test_every_image_says_by_ranges_what_its_download_says(
+        corpus_on_glance, tmp_path):
+    client, uploaded = corpus_on_glance
+    images = []
+    for sample, image in uploaded:
+        try:
+            glance_client.check_inspectable(image)
+            images.append(image)
+        except exception.UsageError:
+            assert sample.name == 'empty.raw'
+    outcomes = {}
+    for mode in ('ranges', 'download'):
+        conf = config.make_conf(tmp_path / mode,
+                                introspection_remote={'read_mode': mode})
+        outcomes[mode] = glance_client.inspect_images(client, images, conf)
+        assert config.workspace_leftovers(tmp_path / mode) == []
+    differences = []
+    for image, ranged, whole in zip(images, outcomes['ranges'],
+                                    outcomes['download']):
+        if corpus_mod.comparable(ranged) != (
+                corpus_mod.comparable(whole)):
+            differences.append((image['name'], ranged, whole))
+        if not isinstance(ranged, exception.IntrospectionError):
+            assert ranged.details['read_by'] == 'ranges'
+            assert whole.details['read_by'] == 'download'
+            assert ranged.details['image_size'] == image['size'] == (
+                whole.details['bytes_read'])
+            assert ranged.details['bytes_read'] <= image['size']
+    assert differences == []
+    # Answers and refusals alike, of most of the corpus (55 of its 82
+    # small images get into Glance here).
+    assert len(images) > 40
+    assert {isinstance(o, exception.IntrospectionError)
+            for o in outcomes['ranges']} == {True, False}
+
+
+def _audit(cli, server, state, project, *args):
+    proc = cli.run('audit', '-f', 'json', '--state-file', str(state),
+                   '--owner', project, *args,
+                   *glance_api.auth_args(server.url, project))
+    assert proc.returncode == 0, proc.stderr
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_store_without_ranges_falls_back_to_a_download(
+        http_store, qcow2, cli, tmp_path):
+    server, nginx = http_store
+    project = glance_api.new_project_id()
+    # One after the other: Glance's SQLite takes one writer at a time.
+    on_file = glance_api.upload_image(server.client(project), qcow2,
+                                      'qcow2')
+    _, on_web = _image_on_web(server, nginx, qcow2, server.client(project))
+    size = os.path.getsize(qcow2)
+    state = tmp_path / 'state.db'
+    # By ranges however small (auto downloads images under 64 MiB).
+    cli.set('introspection_remote', 'min_ranged_size_mb', 0)
+
+    report = _audit(cli, server, state, project)
+    reads = report['summary']['reads']
+    by_image = {r['image_id']: r for r in reads['images']}
+    assert by_image[on_file['id']]['read_by'] == 'ranges'
+    # The header checks' window and tail, and qemu-img's tables.
+    assert by_image[on_file['id']]['bytes_read'] <= MiB < size / 16
+    assert by_image[on_web['id']] == {
+        'image_id': on_web['id'], 'read_by': 'download', 'size': size,
+        'bytes_read': size, 'requests': 1}
+    assert (reads['ranges']['images'], reads['download']['images']) == (1, 1)
+    assert reads['total']['bytes_read'] == (
+        size + by_image[on_file['id']]['bytes_read'])
+    assert reads['total']['size'] == 2 * size
+    assert report['summary']['images']['failed'] == 0
+
+    # Ranges forced: the http-store image fails, and is asked again.
+    cli.set('introspection_remote', 'read_mode', 'ranges')
+    state = tmp_path / 'forced.db'
+    report = _audit(cli, server, state, project)
+    failed, = [row for row in report['differences']
+               if row['difference'] == 'failed']
+    assert failed['image_id'] == on_web['id']
+    assert failed['note'].startswith('remote-ranges-not-honoured: ')
+    cli.set('introspection_remote', 'read_mode', 'auto')
+    report = _audit(cli, server, state, project)
+    assert report['summary']['images']['unchanged'] == 1
+    assert [r['image_id'] for r in report['summary']['reads']['images']] == [
+        on_web['id']]
+
+    # People see it too: after the audit's table, and glance's.
+    proc = cli.run('audit', '--state-file', str(tmp_path / 'table.db'),
+                   '--owner', project,
+                   *glance_api.auth_args(server.url, project))
+    assert proc.returncode == 0, proc.stderr
+    assert ('Reads of the 2 images inspected: 1 by ranges, ' in proc.stdout)
+    assert '1 downloaded whole, %s' % _mib(size) in proc.stdout
+    proc = cli.run('glance', on_file['id'], on_web['id'],
+                   *glance_api.auth_args(server.url, project))
+    assert proc.returncode == 0, proc.stderr
+    assert 'image %s: read by ranges, ' % on_file['id'] in proc.stdout
+    assert 'image %s: downloaded whole, %s' % (on_web['id'], _mib(size)) in (
+        proc.stdout)
+
+
+def _mib(size):
+    return '%.1f MiB' % (size / MiB)

@@ -25,13 +25,18 @@ def _command_behind_helper(conf, qemu_format, path):
     return cmd[cmd.index('--') + 1 + len(HELPER.split()):]
 
 
+@pytest.mark.parametrize('target, name', [
+    ('/var/lib/qimgintrospect/ws/image', 'qemu-img'),
+    ('nbd+unix:///?socket=/var/lib/qimgintrospect/ws/slot-0/nbd-x/sock',
+     'qemu-img-nbd'),
+], ids=['copy', 'export'])
 @pytest.mark.parametrize('qemu_format', ['raw', 'qcow2', 'vmdk', 'vpc',
                                          'vhdx', 'vdi', 'parallels'])
-def test_executor_command_is_allowed(conf, filters, qemu_format):
-    userargs = _command_behind_helper(conf, qemu_format,
-                                      '/var/lib/qimgintrospect/ws/image')
+def test_executor_command_is_allowed(conf, filters, qemu_format, target,
+                                     name):
+    userargs = _command_behind_helper(conf, qemu_format, target)
     matched = wrapper.match_filter(filters, userargs, exec_dirs=['/usr/bin'])
-    assert matched.name == 'qemu-img'
+    assert matched.name == name
 
 
 @pytest.mark.parametrize('userargs', [
@@ -39,6 +44,15 @@ def test_executor_command_is_allowed(conf, filters, qemu_format):
     ['qemu-img', 'info', '--output=json', '-f', 'qcow2', 'relative'],
     ['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', '/a', '/b'],
     ['qemu-img', 'info', '--output=json', '-f', 'json:{}', '/x'],
+    # NBD: a Unix socket only, its path absolute, nothing after it.
+    ['qemu-img', 'info', '--output=json', '-f', 'raw',
+     'nbd://127.0.0.1:10809/export'],
+    ['qemu-img', 'info', '--output=json', '-f', 'raw',
+     'nbd+unix:///?socket=sock'],
+    ['qemu-img', 'info', '--output=json', '-f', 'raw',
+     'nbd+unix:///export?socket=/x/sock'],
+    ['qemu-img', 'info', '--output=json', '-f', 'raw',
+     'nbd+unix:///?socket=/x/sock&tls-creds=t'],
     ['cat', '/etc/shadow'],
 ])
 def test_other_commands_are_refused(filters, userargs):

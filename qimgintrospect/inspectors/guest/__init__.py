@@ -11,7 +11,12 @@ The package follows the seams of the work:
 
 * :mod:`.appliance`: one libguestfs appliance, launched boxed in (drives
   read-only with their format forced, no network, a watchdog that kills
-  it past its timeouts) and always shut down;
+  it past its timeouts) and always shut down; :mod:`.console`: what it
+  wrote on its console (why it failed, whether its guest ran);
+* :mod:`.accelerator`: KVM or software emulation, with a short probe
+  where KVM may be broken, and the fallback of a launch under KVM;
+  :mod:`.verdicts`: the probe's verdict, kept in the workspace for the
+  other processes of this host;
 * :mod:`.session`: the appliances of one call: all images in one, then
   alone those that need it, and who is to blame when an appliance fails
   (the image or the host, remembered for a while);
@@ -32,25 +37,33 @@ The package follows the seams of the work:
 #    under the License.
 
 import collections
-import functools
 
 from qimgintrospect import exception
+from qimgintrospect.inspectors.guest import accelerator
 from qimgintrospect.inspectors.guest import appliance
 from qimgintrospect.inspectors.guest import session
+from qimgintrospect.inspectors.guest import verdicts
+from qimgintrospect import opts
 
 #: One image for the appliance: the workspace copy, its verified Glance
-#: disk format, and a label for logs (the user's path).
+#: disk format, and a label for logs (the user's path). A remote image
+#: read by ranges is an NBD export instead: ``server`` (libguestfs's
+#: ``['unix:SOCKET']``) and its export name as ``path``.
 GuestImage = collections.namedtuple('GuestImage',
-                                    ['path', 'disk_format', 'label'])
+                                    ['path', 'disk_format', 'label',
+                                     'server'])
+GuestImage.__new__.__defaults__ = (None,)
 
 
-def inspect_images(images, conf, workdir):
+def inspect_images(images, conf, workdir, observer=None):
     """Inspect the guest OS of images of one owner.
 
     :param images: list of :class:`GuestImage`; they share appliances, so
         the caller must never mix owners.
     :param workdir: a private directory (the workspace slot) for the
         appliances' temporary files.
+    :param observer: a :mod:`qimgintrospect.progress` observer, told when
+        KVM is probed and appliances start, run and close.
     :returns: a list, in the order of *images*, holding for each image
         either a findings dict (``guest_*`` keys, ``warnings``) or the
         :class:`~qimgintrospect.exception.IntrospectionError` of that image
@@ -65,9 +78,6 @@ def inspect_images(images, conf, workdir):
             'libguestfs Python binding (python3-guestfs) cannot be '
             'imported: %s' % err)
         return [error] * len(images)
-    open_appliance = functools.partial(_open_appliance, gfs, conf, workdir)
-    return session.Session(open_appliance, images, conf).run()
-
-
-def _open_appliance(gfs, conf, workdir, images):
-    return appliance.Appliance(gfs, images, conf, workdir)
+    store = verdicts.VerdictStore(conf[opts.WORKSPACE_GROUP].directory)
+    launcher = accelerator.Launcher(gfs, conf, workdir, store, observer)
+    return session.Session(launcher, images, conf).run()

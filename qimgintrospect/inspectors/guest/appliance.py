@@ -8,6 +8,14 @@ qemu once ``launch_timeout`` (then ``inspect_timeout`` per drive) has
 passed; and on exit, whatever happened, the appliance is shut down, its
 qemu is gone and its temporary files are removed.
 
+Which accelerator it runs under is the caller's choice (extra backend
+settings such as ``force_tcg``, see
+:mod:`~qimgintrospect.inspectors.guest.accelerator`); an appliance made
+as a *probe* is verbose and is stopped as soon as its guest writes to the
+console, or ``probe_timeout`` seconds after qemu started without it. Its
+:class:`~qimgintrospect.inspectors.guest.console.Console` keeps the last
+lines qemu and the guest wrote, which is what a failed launch reports.
+
 What can go wrong is one of two exceptions: :class:`LaunchFailed` (it
 never started) and :class:`ApplianceLost` (it started, then died or ran
 out of time); a call libguestfs refuses while the appliance lives stays a
@@ -37,6 +45,7 @@ import psutil
 
 from qimgintrospect import diskformats
 from qimgintrospect import exception
+from qimgintrospect.inspectors.guest import console as console_mod
 from qimgintrospect import opts
 
 LOG = logging.getLogger(__name__)
@@ -63,13 +72,42 @@ def load_binding():
         return _binding
 
 
-class LaunchFailed(Exception):
-    """The appliance did not start; *timed_out* when it was killed."""
+#: How logs and messages name what an appliance ran under.
+ACCELERATOR_NAMES = {
+    'kvm': 'KVM',
+    'tcg': 'software emulation (TCG)',
+    'default': "libguestfs's default accelerator",
+}
 
-    def __init__(self, message, timed_out):
+# libguestfs's words when it has nothing better to say.
+_UNINFORMATIVE = ('guestfs_launch failed', 'child process died',
+                  'appliance closed the connection')
+
+
+class LaunchFailed(Exception):
+    """The appliance did not start; *timed_out* when it was killed.
+
+    :ivar reason: the message without the console's last lines or the
+        accelerator.
+    :ivar accelerator: what it was launched under (``kvm``, ``tcg``,
+        ``default``).
+    :ivar console: its :class:`~.console.Console`: what qemu and the guest
+        wrote before it ended.
+    """
+
+    def __init__(self, message, timed_out, accelerator='default',
+                 console=None, reason=None):
         super().__init__(message)
         self.message = message
+        self.reason = reason or message
         self.timed_out = timed_out
+        self.accelerator = accelerator
+        self.console = console or console_mod.Console()
+
+    @property
+    def guest_spoke(self):
+        """True when the guest itself wrote something: its CPU ran."""
+        return self.console.life is not None
 
 
 class ApplianceLost(Exception):
@@ -94,6 +132,18 @@ class Appliance(object):
         test of whether this host can launch one at all).
     :param conf: the options (``[introspection_guest]``).
     :param workdir: a private directory for the appliance's files.
+    :param accelerator: ``kvm``, ``tcg`` or ``default``: only names it in
+        logs and errors; *settings* are what choose it.
+    :param settings: backend settings added to the configured ones (for
+        example ``['force_tcg']``).
+    :param probe_timeout: make this a probe: verbose, stopped as soon as
+        its guest writes to the console, or killed *probe_timeout* seconds
+        after qemu started without a word. A probe never starts: entering
+        it always raises :class:`LaunchFailed`, whose ``guest_spoke`` and
+        ``console`` say what happened.
+    :param verbose: libguestfs's verbose mode (always for a probe): the
+        console then holds the firmware's and every kernel line, which is
+        what a diagnosis wants; it slows a launch under emulation.
     :raises LaunchFailed: on entry, when the appliance did not start.
 
     Calls made with :meth:`call` raise RuntimeError when libguestfs
@@ -101,11 +151,19 @@ class Appliance(object):
     dead or out of time.
     """
 
-    def __init__(self, gfs, images, conf, workdir):
+    def __init__(self, gfs, images, conf, workdir, accelerator='default',
+                 settings=(), probe_timeout=None, verbose=False):
         self.gfs = gfs
         self.images = list(images)
         self.group = conf[opts.GUEST_GROUP]
         self.workdir = workdir
+        self.accelerator = accelerator
+        self.settings = list(settings)
+        self.probe_timeout = probe_timeout
+        self.verbose = verbose or bool(probe_timeout)
+        self.console = console_mod.Console(
+            on_qemu_start=self._qemu_started if probe_timeout else None,
+            on_life=self._guest_spoke if probe_timeout else None)
         self.handle = None
         self.devices = []
         self._watchdog = None
@@ -131,21 +189,22 @@ class Appliance(object):
             g = self.gfs.GuestFS(python_return_dict=True, close_on_exit=False)
             self.handle = g
             self._configure(g)
-            self._watchdog = Watchdog(self._tmpdir)
+            # A probe's kill is its answer, not an incident.
+            self._watchdog = Watchdog(self._tmpdir,
+                                      quiet=bool(self.probe_timeout))
             self._watchdog.arm(self.group.launch_timeout)
             g.launch()
         except RuntimeError as err:
-            raise LaunchFailed(self._why(err, 'launch_timeout'),
-                               self._watchdog is not None
-                               and self._watchdog.fired)
-        if self._watchdog.fired:
-            raise LaunchFailed('past launch_timeout', True)
+            raise self._launch_failed(err)
+        if self._watchdog.fired or self._watchdog.stopped_early:
+            raise self._launch_failed(None)
         self._qemu = _process(g.get_pid())
         self.devices = g.list_devices()[:len(self.images)]
         self._watchdog.arm(self.group.inspect_timeout
                            * max(len(self.images), 1))
-        LOG.info('libguestfs appliance over %d drive(s) up in %.1f s: %s',
-                 len(self.images), time.monotonic() - started,
+        LOG.info('libguestfs appliance over %d drive(s) up in %.1f s under '
+                 '%s: %s', len(self.images), time.monotonic() - started,
+                 ACCELERATOR_NAMES[self.accelerator],
                  ', '.join(i.label for i in self.images) or '(none)')
 
     def _configure(self, g):
@@ -153,17 +212,33 @@ class Appliance(object):
         # also tells the watchdog which qemu is ours.
         g.set_tmpdir(self._tmpdir)
         g.set_identifier('qimgintrospect')
+        # qemu's own words reach this callback even without verbose mode:
+        # they are what a failed launch reports.
+        events = self.gfs.EVENT_APPLIANCE
+        if self.verbose:
+            # Verbose makes the firmware and kernel write to the console,
+            # and libguestfs echo the qemu command line; its own debug
+            # messages would go to stderr without a callback of their own.
+            g.set_verbose(True)
+            g.set_event_callback(_log_library_message,
+                                 self.gfs.EVENT_LIBRARY
+                                 | self.gfs.EVENT_WARNING)
+        g.set_event_callback(self.console.event_callback, events)
         if self.group.backend:
             g.set_backend(self.group.backend)
-        if self.group.backend_settings:
-            g.set_backend_settings(self.group.backend_settings)
+        settings = list(self.group.backend_settings) or list(
+            g.get_backend_settings())
+        settings += [s for s in self.settings if s not in settings]
+        if settings:
+            g.set_backend_settings(settings)
         g.set_network(False)
         g.set_memsize(self.group.memory_mb)
         g.set_autosync(False)
         for image in self.images:
             g.add_drive_opts(image.path, readonly=True,
                              format=diskformats.QEMU_DRIVERS[
-                                 image.disk_format])
+                                 image.disk_format],
+                             **_protocol(image))
         if not self.images:
             g.add_drive_scratch(_SCRATCH_DRIVE)
 
@@ -194,11 +269,37 @@ class Appliance(object):
             'the libguestfs appliance died during inspection: %s'
             % first_line(err)))
 
-    def _why(self, err, timeout_name):
-        if self._watchdog is not None and self._watchdog.fired:
-            return 'past %s (%d s), killed' % (
-                timeout_name, getattr(self.group, timeout_name))
-        return first_line(err)
+    def _launch_failed(self, err):
+        """The LaunchFailed for a launch that ended with *err*."""
+        watchdog = self._watchdog
+        timed_out = watchdog is not None and watchdog.fired
+        if timed_out:
+            why = 'past %s (%d s), killed' % (
+                watchdog.reason, watchdog.seconds)
+        elif watchdog is not None and watchdog.stopped_early:
+            why = watchdog.reason
+        else:
+            why = first_line(err)
+        said = self.console.describe()
+        if said and why.startswith(_UNINFORMATIVE):
+            why = 'qemu or its appliance ended before the launch completed'
+            message = '%s: %s' % (why, said)
+        elif said and timed_out:
+            message = '%s; its last output: %s' % (why, said)
+        else:
+            message = why
+        return LaunchFailed('%s [%s]' % (message, ACCELERATOR_NAMES[
+            self.accelerator]), timed_out, self.accelerator, self.console,
+            why)
+
+    def _qemu_started(self, accelerators):
+        # The probe's clock starts with qemu, not with libguestfs's own
+        # preparations (building the appliance can take a minute).
+        self._watchdog.arm(self.probe_timeout, 'accelerator_probe_timeout')
+
+    def _guest_spoke(self, line):
+        self._watchdog.kill_now('stopped once its guest wrote to the '
+                                'console')
 
     def _close(self):
         g, self.handle = self.handle, None
@@ -227,11 +328,20 @@ class Watchdog(object):
     the watchdog can act while the launching thread is blocked inside
     libguestfs, even before libguestfs knows the pid. Killing qemu makes
     the blocked call fail.
+
+    :ivar fired: the deadline passed and qemu was killed.
+    :ivar stopped_early: :meth:`kill_now` was called.
+    :ivar reason: the name of the deadline that passed, or why
+        :meth:`kill_now` was called.
     """
 
-    def __init__(self, marker):
+    def __init__(self, marker, quiet=False):
         self.marker = marker
+        self.quiet = quiet
         self.fired = False
+        self.stopped_early = False
+        self.reason = None
+        self.seconds = None
         self._deadline = None
         self._stopped = False
         self._cond = threading.Condition()
@@ -239,10 +349,24 @@ class Watchdog(object):
                                         name='guestfs-watchdog')
         self._thread.start()
 
-    def arm(self, seconds):
-        """Fire *seconds* from now (replacing any earlier deadline)."""
+    def arm(self, seconds, reason='launch_timeout'):
+        """Fire *seconds* from now (replacing any earlier deadline).
+
+        :param reason: the option the deadline comes from, for messages.
+        """
         with self._cond:
             self._deadline = time.monotonic() + seconds
+            self.seconds = seconds
+            self.reason = reason
+            self._cond.notify()
+
+    def kill_now(self, reason):
+        """Kill qemu now (and until stopped), without it being a timeout."""
+        with self._cond:
+            if self.fired or self.stopped_early:
+                return
+            self.stopped_early = True
+            self.reason = reason
             self._cond.notify()
 
     def stop(self):
@@ -254,7 +378,7 @@ class Watchdog(object):
 
     def _run(self):
         with self._cond:
-            while not self._stopped:
+            while not self._stopped and not self.stopped_early:
                 if self._deadline is None:
                     self._cond.wait()
                     continue
@@ -265,7 +389,7 @@ class Watchdog(object):
                 self._cond.wait(remaining)
             # Keep killing until stopped: qemu may not exist yet when the
             # deadline passes (libguestfs builds its appliance first).
-            while self.fired and not self._stopped:
+            while (self.fired or self.stopped_early) and not self._stopped:
                 self._kill()
                 self._cond.wait(_KILL_POLL)
 
@@ -275,11 +399,28 @@ class Watchdog(object):
                 if (child.name().startswith('qemu')
                         and any(self.marker in arg
                                 for arg in child.cmdline())):
-                    LOG.warning('killing libguestfs appliance %d: past its '
-                                'deadline', child.pid)
+                    if self.fired:
+                        LOG.log(logging.INFO if self.quiet else
+                                logging.WARNING, 'killing libguestfs '
+                                'appliance %d: past its deadline (%s, %d s)',
+                                child.pid, self.reason, self.seconds)
+                    else:
+                        LOG.debug('killing libguestfs appliance %d: %s',
+                                  child.pid, self.reason)
                     child.kill()
             except psutil.Error:
                 continue
+
+
+def _log_library_message(event, event_handle, buf, array):
+    LOG.debug('libguestfs: %s', buf)
+
+
+def _protocol(image):
+    """add_drive_opts arguments for where *image* is: a file, or NBD."""
+    if image.server is None:
+        return {}
+    return {'protocol': 'nbd', 'server': list(image.server)}
 
 
 def first_line(err):

@@ -4,7 +4,10 @@
 before the test suite (and an operator can run after installing): it
 names the missing piece (the Python binding, a kernel for supermin to
 build the appliance from) before it launches an appliance without any
-image, and reports how long that took or the first line of its error.
+image the way inspections do (probing KVM first, falling back to
+software emulation where KVM is broken), and reports how long that took
+and under which accelerator, or why it failed: libguestfs's error and
+the last lines qemu and the appliance wrote.
 """
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
@@ -18,27 +21,53 @@ image, and reports how long that took or the first line of its error.
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+import collections
 import glob
 import os
 import tempfile
 import time
 
 from qimgintrospect import exception
+from qimgintrospect.inspectors.guest import accelerator as accelerator_mod
 from qimgintrospect.inspectors.guest import appliance
 
 #: Where supermin looks for the host's kernel (SUPERMIN_KERNEL overrides).
 _KERNELS = '/boot/vmlinuz-*'
 
+#: A successful check: ``seconds`` the launch took (the KVM probe
+#: included), the ``accelerator`` it ran under (``kvm``, ``tcg``,
+#: ``default``) and ``why`` that one.
+Report = collections.namedtuple('Report', ['seconds', 'accelerator', 'why'])
+
+
+class CheckFailed(exception.InspectionFailed):
+    """guest-unavailable, with what the appliance said before it ended.
+
+    :ivar accelerator: what it last ran under, or None if it never ran.
+    :ivar why: what chose that accelerator, or None.
+    :ivar output: the last lines qemu and the appliance wrote.
+    """
+
+    def __init__(self, message, accelerator=None, why=None, output=()):
+        super().__init__(exception.GUEST_UNAVAILABLE, message)
+        self.accelerator = accelerator
+        self.why = why
+        self.output = list(output)
+
 
 def check(conf, workdir=None):
-    """Launch an appliance without any image; return seconds it took.
+    """Launch an appliance without any image as inspections would.
+
+    Probes KVM first (without remembering the verdict) unless the
+    configuration chooses the accelerator.
 
     :param workdir: a directory for the appliance's files (default: a
         temporary directory, removed afterwards).
-    :raises InspectionFailed: guest-unavailable, with the reason: the
-        binding cannot be imported, supermin has no kernel to build the
-        appliance from, or the appliance did not start (libguestfs's
-        first line of error, or the launch timeout).
+    :returns: a :class:`Report`.
+    :raises CheckFailed: guest-unavailable, with the reason: the binding
+        cannot be imported, supermin has no kernel to build the appliance
+        from, or the appliance did not start (libguestfs's error or the
+        launch timeout, the accelerator, the last lines of output).
     """
     try:
         gfs = appliance.load_binding()
@@ -58,14 +87,19 @@ def check(conf, workdir=None):
             % (kernel or 'in /boot'))
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         started = time.monotonic()
+        # Verbose: should it fail, the kernel's last lines say where.
+        launcher = accelerator_mod.Launcher(gfs, conf, tmp, verbose=True)
         try:
-            with appliance.Appliance(gfs, [], conf, tmp):
-                pass
+            with launcher([]) as launched:
+                used = launched.accelerator
         except appliance.LaunchFailed as failed:
-            raise _unavailable('the appliance did not start: %s'
-                               % failed.message)
-        return time.monotonic() - started
+            plan = launcher.chooser.plan()
+            raise CheckFailed('the appliance did not start: %s'
+                              % failed.reason, failed.accelerator,
+                              plan.why, failed.console.tail(8))
+        return Report(time.monotonic() - started, used,
+                      launcher.chooser.plan().why)
 
 
 def _unavailable(message):
-    return exception.InspectionFailed(exception.GUEST_UNAVAILABLE, message)
+    return CheckFailed(message)

@@ -9,8 +9,13 @@ appliance fails:
 
 * a launch that fails is blamed on the host only when an appliance
   without any image fails too (the *canary*); such a host is remembered
-  for :data:`HOST_FAILURE_TTL` seconds per configuration, so a broken
-  KVM does not cost every batch a ``launch_timeout``;
+  for :data:`HOST_FAILURE_TTL` seconds per configuration, so a host that
+  cannot launch does not cost every batch a ``launch_timeout``. A broken
+  KVM is not such a host: the factory (the
+  :class:`~qimgintrospect.inspectors.guest.accelerator.Launcher`) probes
+  it and launches under software emulation instead, the canary
+  included, so a host is unavailable only when neither KVM nor TCG can
+  launch an appliance;
 * a shared appliance that fails or dies sends every image not yet
   answered to an appliance of its own;
 * an image alone in its appliance gets the error of that appliance.
@@ -77,7 +82,8 @@ class Session(object):
         self.outcomes = [None] * len(images)
         group = conf[opts.GUEST_GROUP]
         self._host_key = (group.backend, tuple(group.backend_settings),
-                          group.memory_mb, group.launch_timeout)
+                          group.accelerator, group.memory_mb,
+                          group.launch_timeout)
         self._canary = None
 
     def run(self):

@@ -60,6 +60,32 @@ def test_command_forces_format_and_caps_first(conf):
     assert cmd[-4:] == ['--output=json', '-f', 'vpc', '/x/image']
 
 
+def test_command_caps_the_stack(conf):
+    cmd = executor.build_command('/x/image', 'qcow2', conf,
+                                 executor.Limits.from_conf(conf))
+    assert '--stack=%d' % (2 * 1024 * 1024) in cmd[:cmd.index('--')]
+
+
+def test_qemu_img_runs_with_few_arenas_and_small_stacks(
+        conf, qcow2, tmp_path):
+    # What makes qemu-img's memory use under the address-space cap the
+    # same whatever number of threads it starts (issue 9): a stand-in
+    # reports the environment and limits the real prlimit gave it.
+    report = tmp_path / 'report'
+    conf.set_override(
+        'qemu_img_path',
+        _stand_in(tmp_path, 'reporter',
+                  '{ env; echo "stack $(ulimit -s)"; } > %s; echo {}'
+                  % report),
+        opts.QEMU_IMG_GROUP)
+    executor.qemu_img_info(qcow2, 'qcow2', conf)
+    seen = report.read_text().splitlines()
+    assert 'MALLOC_ARENA_MAX=2' in seen
+    assert 'G_SLICE=always-malloc' in seen
+    assert 'LC_ALL=C' in seen
+    assert 'stack 2048' in seen
+
+
 def test_root_helper_runs_inside_the_caps(conf):
     conf.set_override('root_helper', 'sudo qimg-rootwrap /etc/rw.conf',
                       opts.QEMU_IMG_GROUP)
@@ -72,6 +98,26 @@ def test_root_helper_runs_inside_the_caps(conf):
 def test_relative_path_is_rejected(conf):
     with pytest.raises(ValueError):
         executor.qemu_img_info('relative.qcow2', 'qcow2', conf)
+
+
+@pytest.mark.parametrize('target', [
+    'nbd://127.0.0.1:10809/export', 'nbd+unix:///?socket=relative/sock',
+    'nbd+unix:///name?socket=/x/sock', 'nbd+unix:///?socket=/x/s&tls=1',
+    'nbd:unix:/x/sock', 'json:{"file": {"driver": "nbd"}}'])
+def test_no_target_but_an_nbd_export_on_a_unix_socket(conf, target):
+    with pytest.raises(ValueError):
+        executor.qemu_img_info(target, 'raw', conf)
+
+
+def test_an_export_is_named_in_messages_without_its_socket_path(
+        conf, tmp_path):
+    # Nothing listens there: the real qemu-img fails naming the socket.
+    socket_path = str(tmp_path / 'nbd-x' / 'sock')
+    with pytest.raises(exception.QemuImgFailed) as err:
+        executor.qemu_img_info('nbd+unix:///?socket=' + socket_path, 'raw',
+                               conf)
+    assert str(tmp_path) not in err.value.message
+    assert 'nbd-export' in err.value.message
 
 
 def test_memory_cap_stops_real_qemu_img(conf, qcow2):

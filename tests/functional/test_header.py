@@ -56,3 +56,21 @@ def test_copy_that_differs_from_the_checked_header_is_refused(conf,
     with pytest.raises(exception.ImageRefused) as err:
         header.confirm_copy(str(copy), found)
     assert err.value.code == 'image-changed-during-copy'
+
+
+def test_raw_starting_like_a_lowercase_magic_is_raw(conf, tmp_path):
+    # Binary magics are compared byte for byte (they were lowercased once,
+    # and a raw disk starting with qfi\xfb was refused as qcow2).
+    image = tmp_path / 'disk.raw'
+    image.write_bytes(b'qfi\xfb\x00\x00\x00\x03'.ljust(1024 * 1024, b'\x00'))
+    found = _inspect(image, 'raw', conf)
+    assert found.format == 'raw'
+
+
+@pytest.mark.parametrize('size, qemu_size', [
+    (1000, 1024), (1024 * 1024, 1024 * 1024), (1024 * 1024 + 1, 1049088)])
+def test_raw_virtual_size_is_counted_as_qemu_does(conf, tmp_path, size,
+                                                  qemu_size):
+    image = tmp_path / 'disk.raw'
+    image.write_bytes(os.urandom(size))
+    assert _inspect(image, 'raw', conf).findings['virtual_size'] == qemu_size
