@@ -156,6 +156,13 @@ class Audit(common.ErrorReporting, lister.Lister):
                 state_mod.state_store(CONF, location,
                                       worker=member.member_id,
                                       run_id=member.run_id) as state:
+            if (isinstance(member, coordination.GroupMember)
+                    and state.dialect == 'sqlite'):
+                self.app.stderr.write(
+                    'warning: the audit state is the SQLite file %s: '
+                    'workers on other hosts cannot share it; set '
+                    '[introspection_audit] state_connection to a database '
+                    'they all reach\n' % state.display)
             run = audit.Audit(client, CONF, state,
                               glance_cmd.policy_from(parsed_args),
                               max_images=parsed_args.max_images,
@@ -252,7 +259,7 @@ def _workers_summary(run):
     for figure in run['workers']:
         rate = figure['images_per_minute']
         lines.append(
-            '  %s (%s, pid %d): %d inspected, %d written from the record, '
+            '  %s (%s, pid %d): %d inspected, %d settled from their record, '
             'in %.0f s%s%s.' % (
                 figure['worker'], figure['hostname'], figure['pid'],
                 figure['inspected'], figure['from_record'],
