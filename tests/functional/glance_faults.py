@@ -18,7 +18,9 @@ with *status*, or, with *hold*, wait until the test releases them (the
 file ``release-NAME``; ``held-NAME-N`` says which project's request is
 held). Every request is logged in ``requests.log`` as ``METHOD PATH
 PROJECT STATUS`` (the project of the token: each audit worker of a test
-uses its own), so a test tells which workers read each image.
+uses its own), so a test tells which workers read each image. Writes
+(PATCH, PUT, ...) are served one at a time: the test glance-api's SQLite
+fails a second writer where a database server would make it wait.
 """
 
 import collections
@@ -43,6 +45,11 @@ class FaultInjection(object):
         self.app = app
         self.directory = directory
         self._mutex = threading.Lock()
+        # The test glance-api keeps its catalogue in SQLite, where two
+        # writers at once fail with "database is locked" (a 500); a real
+        # Glance's database server lets them wait. Writes are taken one
+        # at a time, so that a 5xx the test sees is one it asked for.
+        self._writes = threading.Lock()
         self._rules = []
         self._mtime = None
 
@@ -104,11 +111,17 @@ class FaultInjection(object):
             start_response('%d Injected Fault' % status,
                            [('Content-Type', 'text/plain')])
             return [b'fault injected by the test\n']
-        return self.app(environ, start_response)
+        if method in ('GET', 'HEAD'):
+            return self.app(environ, start_response)
+        with self._writes:
+            return list(self.app(environ, start_response))
 
     def _hold(self, name, n, project):
-        with open(self._path('held-%s-%d' % (name, n)), 'w') as f:
+        # Whole or not at all: the test reads it as soon as it appears.
+        held = self._path('held-%s-%d' % (name, n))
+        with open(held + '.new', 'w') as f:
             f.write(project)
+        os.replace(held + '.new', held)
         release = self._path('release-%s' % name)
         deadline = time.monotonic() + _HOLD_LIMIT
         while not os.path.exists(release) and time.monotonic() < deadline:
@@ -161,7 +174,7 @@ class FaultyGlanceServer(gs.GlanceServer):
         found = {}
         for entry in os.listdir(self.faults_dir):
             prefix = 'held-%s-' % name
-            if entry.startswith(prefix):
+            if entry.startswith(prefix) and not entry.endswith('.new'):
                 with open(os.path.join(self.faults_dir, entry)) as f:
                     found[int(entry[len(prefix):])] = f.read()
         return found

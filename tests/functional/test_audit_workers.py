@@ -80,6 +80,7 @@ def catalogue(glance, tmp_path_factory):
     Each tenant has a VMDK Glance knows nothing about, one whose adapter
     type Glance has wrong, and a few plain qcow2 and raw images.
     """
+    catalogue = Catalogue()
     images = tmp_path_factory.mktemp('worker-images')
     bus = imagebuilder.vmdk(images, 'bus.vmdk', subformat='streamOptimized',
                             adapter='buslogic')
@@ -87,18 +88,28 @@ def catalogue(glance, tmp_path_factory):
     plain = imagebuilder.create(images, 'plain.qcow2', 'qcow2')
     raw = imagebuilder.create(images, 'plain.raw', 'raw',
                               size=imagebuilder.MiB)
-    owners = {}
     for _ in range(TENANTS):
         project = gs.new_project_id()
         client = glance.client(project)
-        uploads = [(bus, 'vmdk', {}), (lsi, 'vmdk',
-                                       {'vmware_adaptertype': 'ide'})]
-        uploads += [(plain if n % 2 else raw, 'qcow2' if n % 2 else 'raw',
-                     {}) for n in range(PLAIN_PER_TENANT)]
-        for path, disk_format, props in uploads:
-            owners[gs.upload_image(client, path, disk_format,
-                                   **props)['id']] = project
-    return owners
+        uploads = [('bus', bus, 'vmdk', {}),
+                   ('lsi', lsi, 'vmdk', {'vmware_adaptertype': 'ide'})]
+        uploads += [('plain', plain if n % 2 else raw,
+                     'qcow2' if n % 2 else 'raw', {})
+                    for n in range(PLAIN_PER_TENANT)]
+        for kind, path, disk_format, props in uploads:
+            image_id = gs.upload_image(client, path, disk_format,
+                                       **props)['id']
+            catalogue[image_id] = project
+            catalogue.kinds.setdefault(kind, []).append(image_id)
+    return catalogue
+
+
+class Catalogue(dict):
+    """{image id: project}; ``kinds``: {bus, lsi, plain: [image ids]}."""
+
+    def __init__(self):
+        super().__init__()
+        self.kinds = {}
 
 
 @pytest.fixture(scope='module')
@@ -270,6 +281,22 @@ def _figures(report):
     return {f['pid']: f for f in report['summary']['run']['workers']}
 
 
+def _reset_vmdks(glance, catalogue):
+    """Give the VMDKs back what Glance had when they were uploaded.
+
+    The module's tests share the catalogue, and --apply fixes them.
+    """
+    for kind, remove in (('bus', ['vmware_disktype', 'vmware_adaptertype']),
+                         ('lsi', ['vmware_disktype'])):
+        for image_id in catalogue.kinds[kind]:
+            client = glance.client(catalogue[image_id])
+            present = [p for p in remove
+                       if p in client.images.get(image_id)]
+            extra = {'vmware_adaptertype': 'ide'} if kind == 'lsi' else {}
+            client.images.update(image_id, remove_props=present or None,
+                                 **extra)
+
+
 def _assert_one_report(reports, catalogue):
     """The workers' reports are one report of one run over *catalogue*."""
     first = reports[0]
@@ -285,6 +312,7 @@ def _assert_one_report(reports, catalogue):
 
 def test_three_workers_inspect_every_image_once_and_agree(
         workers, glance, catalogue, database, redis):
+    _reset_vmdks(glance, catalogue)
     since = len(glance.requests())
     team = workers(WORKERS, _url(redis), database, '--apply')
     reports = [w.report() for w in team]
@@ -430,10 +458,14 @@ def test_the_database_restarting_mid_run(workers, glance, catalogue,
 
 def test_glance_5xx_for_some_images_is_retried_next_run(
         workers, glance, catalogue, database, redis):
-    broken = sorted(catalogue)[1:3]
-    team = workers(WORKERS, _url(redis), database, rules=[
+    broken = sorted(catalogue.kinds['plain'][:2])
+    # A VMDK whose properties Glance lacks, and refuses to take.
+    unwritten = catalogue.kinds['bus'][0]
+    _reset_vmdks(glance, catalogue)
+    team = workers(WORKERS, _url(redis), database, '--apply', rules=[
         faults.fail_rule(faults.file_path(image_id), status=500)
-        for image_id in broken])
+        for image_id in broken] + [faults.fail_rule(
+            '^/v2/images/%s$' % unwritten, method='PATCH')])
     reports = [w.report() for w in team]
 
     _assert_one_report(reports, catalogue)
@@ -444,19 +476,38 @@ def test_glance_5xx_for_some_images_is_retried_next_run(
     assert sorted(r['image_id'] for r in failed) == broken
     # Glance's error, which says nothing about the image: transient.
     assert all(r['note'].split(':')[0] in audit.TRANSIENT for r in failed)
+    refused_writes = [r for r in reports[0]['differences']
+                      if r['image_id'] == unwritten]
+    assert refused_writes and all(
+        r['action'] == 'would set'
+        and r['note'].startswith('glance-unreachable: updating image')
+        for r in refused_writes)
+    assert counts['changed'] == 2 * TENANTS - 1
     # Journalled (the run is done with them), not recorded (they are not
-    # the images' answer).
+    # the images' answer); the image Glance would not update is recorded:
+    # what it says is known.
     assert set(_journal(database, reports[0]['summary']['run']['id'])) == (
         set(catalogue))
     assert set(_records(database)) == set(catalogue) - set(broken)
 
     since = len(glance.requests())
-    again = [w.report() for w in workers(WORKERS, _url(redis), database)]
+    again = [w.report() for w in workers(WORKERS, _url(redis), database,
+                                         '--apply')]
 
+    _assert_one_report(again, catalogue)
     counts = again[0]['summary']['images']
     assert (counts['inspected'], counts['unchanged'], counts['failed']) == (
         len(broken), len(catalogue) - len(broken), 0)
     assert sorted(glance.readers(since)) == broken
+    # The update Glance refused is made from the record, by one worker,
+    # without reading the image again.
+    assert counts['changed'] == 1
+    line = _journal(database, again[0]['summary']['run']['id'])[unwritten]
+    assert (line.unchanged, line.changed) == (True, True)
+    image = glance.client(catalogue[unwritten]).images.get(unwritten)
+    assert image['vmware_disktype'] == 'streamOptimized'
+    assert [r[1] for r in glance.requests()[since:] if r[0] == 'PATCH'] == [
+        '/v2/images/%s' % unwritten]
 
 
 def test_a_stuck_claim_expires(workers, glance, catalogue, database, redis):
