@@ -215,13 +215,51 @@ audit_opts = [
                help='SQLite file where the audit records, per image id and '
                     'checksum, what the image said. A later run inspects '
                     'only images that are new or whose data changed, and '
-                    'an interrupted run continues where it stopped.'),
+                    'an interrupted run continues where it stopped. Not '
+                    'used when state_connection is set.'),
     cfg.IntOpt('page_size',
                default=100,
                min=1,
                max=1000,
                help='Images asked of Glance per page while walking the '
                     'catalogue.'),
+    cfg.StrOpt('state_connection',
+               secret=True,
+               help='SQLAlchemy URL of a database server that holds the '
+                    'audit state instead of state_file, for workers on '
+                    'several hosts: '
+                    'postgresql+psycopg2://USER:PASSWORD@HOST/DB or '
+                    'mysql+pymysql://USER:PASSWORD@HOST/DB (MariaDB). The '
+                    'schema is created or upgraded when an audit starts. '
+                    'When set, state_file is not used.'),
+    cfg.StrOpt('coordination_url',
+               secret=True,
+               help='tooz URL of the coordination service the audit '
+                    'workers of several hosts share the catalogue through, '
+                    'for example redis://:PASSWORD@HOST:6379 (Redis with '
+                    'appendonly yes) or etcd3+http://HOST:2379. Every host '
+                    'runs the same audit; each image is inspected by one of '
+                    'them. The driver\'s options go in the query string '
+                    '(Redis: membership_timeout, lock_timeout: how long a '
+                    'killed worker\'s share and claims wait before the '
+                    'others take them). The workers must share the state '
+                    '(state_connection). Empty: this host audits alone.'),
+    cfg.IntOpt('refresh_interval',
+               default=10,
+               min=1,
+               help='Seconds between two looks at the audit group (with '
+                    'coordination_url): a worker that joined or left moves '
+                    'images between the workers, and images whose claim '
+                    'could not be had are tried again. The group is also '
+                    'looked at after each page of the catalogue.'),
+    cfg.IntOpt('list_retries',
+               default=5,
+               min=0,
+               help='How often a page of the catalogue that Glance did not '
+                    'answer (a 5xx, a refused or broken connection) is '
+                    'asked again before the audit stops with '
+                    'glance-unreachable, waiting 1 s, 2 s, 4 s, ... (at '
+                    'most 30 s) in between.'),
 ]
 
 

@@ -38,6 +38,7 @@ from qimgintrospect.glance import audit
 from qimgintrospect.glance import client as glance_client
 from qimgintrospect.glance import report as report_mod
 from qimgintrospect.glance import state as state_mod
+from qimgintrospect import opts
 
 CONF = cfg.CONF
 
@@ -46,11 +47,18 @@ The audit is resumable: [introspection_audit] state_file (or --state-file)
 records what each image said at which checksum, so a second run downloads
 only new or changed images and an interrupted run continues.
 
+several hosts: the same command with --coordination URL (a tooz URL,
+e.g. redis://HOST:6379) and --state-connection URL (a database all hosts
+reach) on each host, or [introspection_audit] coordination_url and
+state_connection; each image is inspected by one of them, and each prints
+the report of the whole run.
+
 exit codes:
 
 * 0: the catalogue was walked (refused images are findings, in the report)
-* 2: usage error (bad arguments, credentials, state file)
-* 4: Glance could not be reached
+* 2: usage error (bad arguments, credentials, state file, coordination URL)
+* 4: Glance, the state database or the coordination service could not be
+  reached
 """
 
 
@@ -87,10 +95,25 @@ class Audit(common.ErrorReporting, lister.Lister):
             '--updated-since', metavar='ISO8601', type=_since,
             help='Only images updated at or after this time, for example '
                  '2024-05-01T00:00:00Z.')
-        parser.add_argument(
+        state = parser.add_mutually_exclusive_group()
+        state.add_argument(
             '--state-file', metavar='PATH',
             help='SQLite state file (default: [introspection_audit] '
-                 'state_file).')
+                 'state_connection, else state_file).')
+        state.add_argument(
+            '--state-connection', metavar='URL',
+            help='SQLAlchemy URL of the state database the workers of '
+                 'several hosts share, e.g. '
+                 'postgresql+psycopg2://USER:PASSWORD@HOST/DB (default: '
+                 '[introspection_audit] state_connection). Prefer the '
+                 'option in the configuration file: a password on the '
+                 'command line is seen by every user of the host.')
+        parser.add_argument(
+            '--coordination', metavar='URL',
+            help='tooz URL of the coordination service shared with the '
+                 'audit workers of other hosts, e.g. redis://HOST:6379 '
+                 '(default: [introspection_audit] coordination_url; '
+                 'none: this host audits alone).')
         parser.add_argument(
             '--max-images', metavar='N', type=int,
             help='Download and inspect at most N images in this run; the '
@@ -120,22 +143,48 @@ class Audit(common.ErrorReporting, lister.Lister):
         def progress(image, outcome, unchanged):
             bar.update(1)
 
-        with state_mod.state_store(CONF, parsed_args.state_file) as state:
+        # Imported here: cliff imports every command's module when the CLI
+        # starts, and tooz pulls in futurist (and eventlet where it is
+        # installed), which `qimg-introspect inspect` should not pay.
+        from qimgintrospect.glance import coordination
+        audit_conf = CONF[opts.AUDIT_GROUP]
+        location = (parsed_args.state_connection or parsed_args.state_file
+                    or state_mod.configured_location(CONF))
+        # Joined first: the group says which run this worker is part of.
+        with coordination.worker(parsed_args.coordination
+                                 or audit_conf.coordination_url) as member, \
+                state_mod.state_store(CONF, location,
+                                      worker=member.member_id,
+                                      run_id=member.run_id) as state:
+            if (isinstance(member, coordination.GroupMember)
+                    and state.dialect == 'sqlite'):
+                self.app.stderr.write(
+                    'warning: the audit state is the SQLite file %s: '
+                    'workers on other hosts cannot share it; set '
+                    '[introspection_audit] state_connection to a database '
+                    'they all reach\n' % state.display)
             run = audit.Audit(client, CONF, state,
                               glance_cmd.policy_from(parsed_args),
                               max_images=parsed_args.max_images,
-                              progress=progress, observer=appliances)
+                              progress=progress, observer=appliances,
+                              member=member)
             try:
                 with appliances.logging_through():
                     report = run.run(filters)
             except (KeyboardInterrupt, SystemExit):
                 self.app.stderr.write(
                     'audit interrupted: %d images are recorded in %s; run '
-                    'it again to continue\n' % (state.count(), state.path))
+                    'it again to continue\n'
+                    % (state.count(), state.display))
                 raise
             finally:
                 appliances.close()
         self._summary = report.summary(CONF)
+        if len(report.workers) > 1:
+            # Several workers made the report: say which made each row.
+            return report_mod.COLUMNS + ('worker',), glance_cmd.display_rows(
+                parsed_args, [tuple(row) + (worker,) for row, worker in zip(
+                    report.rows, report.row_workers)])
         return report_mod.COLUMNS, glance_cmd.display_rows(parsed_args,
                                                            report.rows)
 
@@ -198,4 +247,23 @@ def format_summary(summary):
             'enough' if ws['enough'] else 'NOT enough for the largest'),
         glance_cmd.reads_summary(summary['reads']),
     ]
+    lines.extend(_workers_summary(summary.get('run')))
     return '\n'.join(lines) + '\n'
+
+
+def _workers_summary(run):
+    """Lines on the run's workers: what each did, and how fast."""
+    if not run or not run['workers']:
+        return []
+    lines = ['Run %s: %d worker(s).' % (run['id'], len(run['workers']))]
+    for figure in run['workers']:
+        rate = figure['images_per_minute']
+        lines.append(
+            '  %s (%s, pid %d): %d inspected, %d settled from their record, '
+            'in %.0f s%s%s.' % (
+                figure['worker'], figure['hostname'], figure['pid'],
+                figure['inspected'], figure['from_record'],
+                figure['seconds'],
+                '' if rate is None else ', %.1f images/min' % rate,
+                '' if figure['finished_at'] else ' (not finished)'))
+    return lines

@@ -34,6 +34,7 @@ codes declared for the Glance front ends.
 import contextlib
 import functools
 import sys
+import time
 
 from glanceclient import client as glanceclient
 from glanceclient import exc as glance_exc
@@ -47,6 +48,9 @@ from qimgintrospect import exception
 from qimgintrospect import workspace
 
 LOG = logging.getLogger(__name__)
+
+#: The longest wait between two requests for a page of the catalogue.
+MAX_LIST_RETRY_INTERVAL = 30
 
 
 def _openstacksdk():
@@ -111,15 +115,41 @@ def get_image(client, image_id):
                 'credentials)' % image_id)
 
 
-def list_images(client, filters, page_size):
+def list_images(client, filters, page_size, retries=0, retry_interval=1):
     """Yield every image that matches *filters*, oldest first, page by page.
 
-    :raises: as :func:`get_image`.
+    :param retries: how often a page Glance did not answer (a 5xx, a
+        connection refused or cut) is asked again, after
+        *retry_interval* seconds, doubled each time up to
+        :data:`MAX_LIST_RETRY_INTERVAL`; the count starts again once a
+        page comes. The listing goes on after the last image received
+        (Glance's ``marker``): no image is yielded twice.
+    :raises: as :func:`get_image`; glance-unreachable once the retries
+        are spent.
     """
-    with _translated('listing images'):
-        yield from client.images.list(
-            filters=filters, page_size=page_size,
-            sort_key='created_at', sort_dir='asc')
+    marker = None
+    failures = 0
+    while True:
+        kwargs = dict(filters=dict(filters), page_size=page_size,
+                      sort_key='created_at', sort_dir='asc')
+        if marker is not None:
+            kwargs['marker'] = marker
+        try:
+            with _translated('listing images'):
+                for image in client.images.list(**kwargs):
+                    marker, failures = image['id'], 0
+                    yield image
+            return
+        except exception.InspectionFailed as err:
+            if err.code != exception.GLANCE_UNREACHABLE or (
+                    failures >= retries):
+                raise
+            wait = min(MAX_LIST_RETRY_INTERVAL,
+                       retry_interval * 2 ** failures)
+            failures += 1
+            LOG.warning('%s; asking again in %s s (%d of %d)',
+                        err.message, wait, failures, retries)
+            time.sleep(wait)
 
 
 def update_image(client, image_id, to_set, to_remove):

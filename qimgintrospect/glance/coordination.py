@@ -182,6 +182,9 @@ class SoleWorker(object):
     def owns(self, image_id):
         return True
 
+    def owner(self, image_id):
+        return self.member_id
+
     def claim(self, image_id):
         """A :class:`Claim` on *image_id*, or None if already claimed."""
         with self._mutex:
@@ -377,6 +380,22 @@ class GroupMember(object):
             if self._partitioner is None:
                 return False
             return self._partitioner.belongs_to_self(image_id)
+
+    def owner(self, image_id):
+        """The member *image_id* is for, by the ring as last seen, or None.
+
+        None while this worker has no ring (never reached the service).
+        """
+        with self._mutex:
+            if self._partitioner is None:
+                return None
+            try:
+                found = self._partitioner.members_for_object(image_id)
+            except hashring.UnknownNode:
+                return None
+        for member in found:
+            return member.decode() if isinstance(member, bytes) else member
+        return None
 
     def claim(self, image_id):
         """A :class:`Claim` on *image_id*, or None.

@@ -31,7 +31,10 @@ Several workers may record the same image (a claim expired while its
 holder was cut off from the coordination service): for one checksum and
 one fingerprint, the first record wins and :meth:`StateStore.put` returns
 it to the later ones, so Glance is only ever written with the one outcome
-the store holds.
+the store holds; likewise the journal keeps the first worker's line for an
+image. Each worker also says when it has walked the whole catalogue
+(:meth:`StateStore.mark_walked`), after which the others may take the
+images of its share it has not journalled.
 """
 
 import collections
@@ -85,6 +88,8 @@ _SQLITE_BUSY_MS = 30000
 #: put(): rounds of update / insert / read before giving up; each round
 #: only repeats when another worker changed the record in between.
 _PUT_ROUNDS = 10
+#: Image ids per query when the journal is asked about some images only.
+_IDS_PER_QUERY = 500
 
 _CATEGORIES = {cls.exit_code: cls for cls in (
     exception.UsageError, exception.ImageRefused, exception.InspectionFailed)}
@@ -131,6 +136,8 @@ run_workers = sa.Table(
     sa.Column('pid', sa.Integer(), nullable=False),
     sa.Column('started_at', sa.String(40), nullable=False),
     sa.Column('finished_at', sa.String(40), nullable=True),
+    # When it had listed the whole catalogue and queued all it owned.
+    sa.Column('walked_at', sa.String(40), nullable=True),
 )
 
 #: One line of a run's journal; ``outcome`` decoded, ``rows`` as dicts.
@@ -356,6 +363,28 @@ class StateStore(object):
             'the record of image %s kept changing under this worker'
             % image_id)
 
+    def look_again(self, image_id, checksum):
+        """``(journalled, record)`` of an image, in one round trip.
+
+        What a worker that has just claimed the image needs to know:
+        *journalled*: whether the run's journal has the image (another
+        worker settled it meanwhile); *record*: as :meth:`get` (None
+        without a *checksum*).
+        """
+        return self._call(self._look_again, image_id, checksum)
+
+    def _look_again(self, image_id, checksum):
+        with self._engine.connect() as conn:
+            journalled = conn.execute(sa.select(run_images.c.image_id).where(
+                run_images.c.run_id == self.run_id,
+                run_images.c.image_id == image_id)).first() is not None
+            text = None if not checksum else conn.execute(sa.select(
+                inspected.c.outcome).where(
+                    inspected.c.image_id == image_id,
+                    inspected.c.checksum == checksum,
+                    inspected.c.version == self.version)).scalar()
+        return journalled, None if text is None else _loads(text)
+
     def count(self):
         """How many images have a record (of any version)."""
         return self._call(self._count)
@@ -375,7 +404,7 @@ class StateStore(object):
     def _enter_run(self, hostname, pid):
         values = dict(run_id=self.run_id, worker=self.worker,
                       hostname=hostname, pid=pid, started_at=_now(),
-                      finished_at=None)
+                      finished_at=None, walked_at=None)
         try:
             with self._engine.begin() as conn:
                 conn.execute(run_workers.insert().values(values))
@@ -393,6 +422,37 @@ class StateStore(object):
                 run_workers.c.worker == self.worker).values(
                     finished_at=_now()))
 
+    def mark_walked(self):
+        """Say that this worker has walked the whole catalogue.
+
+        From then on it takes up no image it had not queued, so the others
+        may take any image of its share it has not journalled (see
+        :meth:`walking_workers`).
+        """
+        self._call(self._mark_walked)
+
+    def _mark_walked(self):
+        with self._engine.begin() as conn:
+            conn.execute(run_workers.update().where(
+                run_workers.c.run_id == self.run_id,
+                run_workers.c.worker == self.worker).values(
+                    walked_at=_now()))
+
+    def walking_workers(self, run_id=None):
+        """The workers of the run still walking the catalogue.
+
+        Those that entered the run and have not said
+        :meth:`mark_walked` (a worker killed while walking stays in it:
+        the coordination service, not this, says it is gone).
+        """
+        return self._call(self._walking_workers, run_id or self.run_id)
+
+    def _walking_workers(self, run_id):
+        with self._engine.connect() as conn:
+            return set(conn.execute(sa.select(run_workers.c.worker).where(
+                run_workers.c.run_id == run_id,
+                run_workers.c.walked_at.is_(None))).scalars())
+
     def journal(self, image_id, outcome, rows=(), changed=False,
                 unchanged=False):
         """Record what this worker did about *image_id* in this run.
@@ -402,9 +462,14 @@ class StateStore(object):
         :param rows: the report's rows for the image (namedtuples or
             dicts), with the actions as done.
         :param changed: whether Glance was written.
-        A later call for the same image in the same run replaces it.
+        :returns: True if the line is this worker's; False if another
+            worker journalled the image first in this run (two workers
+            held a claim on it in turn, after a claim expired or the
+            coordination service lost it): the first line is kept, it
+            says what was done to Glance. A later call of the same worker
+            for the same image replaces its own line.
         """
-        self._call(self._journal, dict(
+        return self._call(self._journal, dict(
             run_id=self.run_id, image_id=image_id, worker=self.worker,
             done_at=_now(), outcome=_dumps(outcome),
             unchanged=bool(unchanged), changed=bool(changed),
@@ -415,21 +480,36 @@ class StateStore(object):
         try:
             with self._engine.begin() as conn:
                 conn.execute(run_images.insert().values(values))
+            return True
         except db_exc.DBDuplicateEntry:
             with self._engine.begin() as conn:
-                conn.execute(run_images.update().where(
+                return bool(conn.execute(run_images.update().where(
                     run_images.c.run_id == values['run_id'],
-                    run_images.c.image_id == values['image_id']).values(
-                        values))
+                    run_images.c.image_id == values['image_id'],
+                    run_images.c.worker == values['worker']).values(
+                        values)).rowcount)
 
-    def journalled(self, run_id=None):
-        """The ids of the images the run's journal has (any worker)."""
-        return self._call(self._journalled, run_id or self.run_id)
+    def journalled(self, run_id=None, image_ids=None):
+        """The ids of the images the run's journal has (any worker).
 
-    def _journalled(self, run_id):
+        :param image_ids: ask about these only (fewer rows to read than
+            the whole run's journal); None: every image.
+        """
+        return self._call(self._journalled, run_id or self.run_id,
+                          None if image_ids is None else list(image_ids))
+
+    def _journalled(self, run_id, image_ids):
+        query = sa.select(run_images.c.image_id).where(
+            run_images.c.run_id == run_id)
         with self._engine.connect() as conn:
-            return set(conn.execute(sa.select(run_images.c.image_id).where(
-                run_images.c.run_id == run_id)).scalars())
+            if image_ids is None:
+                return set(conn.execute(query).scalars())
+            found = set()
+            for start in range(0, len(image_ids), _IDS_PER_QUERY):
+                found.update(conn.execute(query.where(
+                    run_images.c.image_id.in_(
+                        image_ids[start:start + _IDS_PER_QUERY]))).scalars())
+            return found
 
     def run_journal(self, run_id=None):
         """The run's :class:`JournalEntry` list, every worker's, by id."""
@@ -625,13 +705,19 @@ def fingerprint(conf):
     return '%s/%s' % (_package_version(), digest[:16])
 
 
+def configured_location(conf):
+    """``state_connection`` if set, else ``state_file``."""
+    group = conf[opts.AUDIT_GROUP]
+    return group.state_connection or group.state_file
+
+
 @contextlib.contextmanager
 def state_store(conf, location=None, worker=None, run_id=None):
     """A :class:`StateStore` on *location* (default: the configured one).
 
     Its records count for this :func:`fingerprint` of *conf* only.
     """
-    store = StateStore(location or conf[opts.AUDIT_GROUP].state_file,
+    store = StateStore(location or configured_location(conf),
                        fingerprint(conf), worker=worker, run_id=run_id)
     try:
         yield store

@@ -208,9 +208,45 @@ def test_one_journal_for_the_run_whichever_worker(stores):
     assert figures['host-a.1']['finished_at'] is not None
     assert figures['host-b.2']['finished_at'] is None  # still running
 
-    # A second journal line for an image replaces the first.
-    b.journal('img-1', OTHER)
-    assert b.run_journal()[0].worker == 'host-b.2'
+    # Another worker's line for the same image does not replace the
+    # first (it says what was written to Glance); a worker's own does.
+    assert b.journal('img-1', OTHER) is False
+    first = b.run_journal()[0]
+    assert (first.worker, first.changed) == ('host-a.1', True)
+    assert a.journal('img-1', OTHER) is True
+    assert b.run_journal()[0].outcome.to_dict() == OTHER.to_dict()
+    assert a.journalled(image_ids=['img-3', 'img-4', 'img-9']) == {'img-3'}
+
+
+def test_a_claimed_image_is_looked_at_again_in_one_call(stores):
+    run = uuid.uuid4().hex
+    a = stores(worker='host-a.1', run_id=run)
+    b = stores(worker='host-b.2', run_id=run)
+    assert b.look_again('img', 'sum') == (False, None)
+
+    a.put('img', 'sum', RESULT)
+    journalled, record = b.look_again('img', 'sum')
+    assert (journalled, record.to_dict()) == (False, RESULT.to_dict())
+
+    a.journal('img', RESULT)
+    assert b.look_again('img', 'sum')[0] is True
+    assert b.look_again('img', None) == (True, None)
+    other_run = stores(run_id='another')
+    assert other_run.look_again('img', 'other') == (False, None)
+
+
+def test_workers_say_when_they_have_walked_the_catalogue(stores):
+    run = uuid.uuid4().hex
+    a = stores(worker='host-a.1', run_id=run)
+    b = stores(worker='host-b.2', run_id=run)
+    a.enter_run()
+    b.enter_run()
+    assert a.walking_workers() == {'host-a.1', 'host-b.2'}
+
+    b.mark_walked()
+
+    assert a.walking_workers() == {'host-a.1'}
+    assert stores(run_id='another').walking_workers() == set()
 
 
 def test_the_schema_is_the_model_and_at_head(stores, location):

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -296,7 +297,10 @@ def test_check_appliance_names_the_fallback_and_where_the_boot_stopped(
         'wrote nothing to its console within 2 s (accelerator_probe_timeout)'
         ', as where nested KVM hangs): the appliance did not start: past '
         'launch_timeout (8 s), killed']
-    # Verbose: the firmware's banner at least, where the boot stopped.
-    assert 'SeaBIOS' in proc.stderr.split('wrote:', 1)[1]
+    # Verbose: the last console lines, where the boot stopped. How far a
+    # TCG boot gets in 8 s depends on the machine's load: the firmware's
+    # banner on a busy host, the kernel's log on an idle one.
+    tail = proc.stderr.split('wrote:', 1)[1]
+    assert re.search(r'SeaBIOS|^ +\[ *\d+\.\d+\] ', tail, re.M), tail
     assert [r['kvm'] for r in wrapper.boots()] == [True, False]
     assert all(_gone(r['pid']) for r in wrapper.boots())

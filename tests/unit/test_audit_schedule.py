@@ -56,8 +56,34 @@ def test_systemd_service_and_timer():
     assert timer['Install']['WantedBy'] == 'timers.target'
 
 
+def test_systemd_units_of_a_worker_among_several_hosts():
+    service = _unit('qimgintrospect-audit-worker.service')
+    exec_start = shlex.split(service['Service']['ExecStart'])
+    args = _parse(exec_start[1:])
+    assert args.apply and args.formatter == 'json'
+    # The URLs, passwords included, are in the configuration file.
+    assert args.coordination is None and args.state_connection is None
+    assert '--config-file' in exec_start
+
+    timer = _unit('qimgintrospect-audit-worker.timer')
+    # Every host at the same moment: they share the catalogue from its
+    # first page.
+    assert timer['Timer']['RandomizedDelaySec'] == '0'
+    assert timer['Timer']['OnCalendar'] == _unit(
+        'qimgintrospect-audit.timer')['Timer']['OnCalendar']
+
+
+def test_the_audit_accepts_a_coordination_and_a_database_url():
+    args = _parse(['audit', '--coordination', 'redis://h:6379',
+                   '--state-connection', 'postgresql://u:p@db/audit'])
+    assert (args.coordination, args.state_connection) == (
+        'redis://h:6379', 'postgresql://u:p@db/audit')
+
+
 @pytest.mark.parametrize('argv', [['audit', '--max-images', 'x'],
-                                  ['audit', '--updated-since', 'yesterday']])
+                                  ['audit', '--updated-since', 'yesterday'],
+                                  ['audit', '--state-file', 'f',
+                                   '--state-connection', 'sqlite:///f']])
 def test_the_parser_used_here_rejects_bad_arguments(argv):
     with pytest.raises(SystemExit):
         _parse(argv)
