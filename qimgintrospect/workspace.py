@@ -55,6 +55,7 @@ from oslo_utils import units
 import psutil
 
 from qimgintrospect import exception
+from qimgintrospect import fileio
 from qimgintrospect import opts
 
 LOG = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ class Slot(object):
                         'the download is longer than the %d bytes reserved '
                         'for it' % size)
                 if chunk.count(0) != len(chunk):
-                    written += _pwrite_all(fd, chunk, offset)
+                    written += fileio.pwrite_all(fd, chunk, offset)
                 offset += len(chunk)
             os.ftruncate(fd, offset)
             return Copy(dest, offset, written, 'stream')
@@ -346,15 +347,6 @@ class Slot(object):
                     mine = int(f.read() or 0)
             with open(self._reservation, 'w') as f:
                 f.write(str(mine + nbytes))
-
-
-def _pwrite_all(fd, data, offset):
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-    return len(data)
 
 
 def _reflink(src_fd, dst_fd):

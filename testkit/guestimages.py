@@ -187,8 +187,8 @@ def build(directory, names=None):
                                         guest.patch)
     paths = {}
     for name in names:
-        paths[name] = _convert(raws[name], directory, name,
-                               ALL_GUESTS[name].disk_format)
+        paths[name] = imagebuilder.from_raw(raws[name], directory, name,
+                                            ALL_GUESTS[name].disk_format)
     shutil.rmtree(work, ignore_errors=True)
     return paths
 
@@ -378,7 +378,7 @@ def host_debian(directory, name='debian-host', size=512 * MiB,
                     '-E', 'offset=%d' % _PARTITION_OFFSET, '-d', tree, raw,
                     '%dk' % ((size - _PARTITION_OFFSET) // 1024)],
                    check=True, capture_output=True)
-    path = _convert(raw, directory, name, disk_format)
+    path = imagebuilder.from_raw(raw, directory, name, disk_format)
     shutil.rmtree(work, ignore_errors=True)
     return path
 
@@ -410,17 +410,3 @@ def _patched_clone(work, base_raw, name, patch):
     with open(raw, 'wb') as f:
         f.write(data)
     return raw
-
-
-def _convert(raw, directory, name, disk_format):
-    path = os.path.join(directory, '%s.%s' % (name, disk_format))
-    if disk_format == 'raw':
-        shutil.copyfile(raw, path)
-        return path
-    options = []
-    if disk_format == 'vmdk':
-        options = ['-o', 'subformat=streamOptimized']
-    imagebuilder.qemu_img('convert', '-f', 'raw', '-O',
-                          imagebuilder.QEMU_CREATE[disk_format],
-                          *(options + [raw, path]))
-    return path

@@ -51,6 +51,23 @@ def vmdk(directory, name, subformat='monolithicSparse', adapter='lsilogic',
                   {'subformat': subformat, 'adapter_type': adapter})
 
 
+def from_raw(raw, directory, name, disk_format):
+    """Copy a built raw disk into ``directory`` as ``name.disk_format``.
+
+    VMDKs come out streamOptimized, the subformat images are shipped in.
+    """
+    path = os.path.join(str(directory), '%s.%s' % (name, disk_format))
+    if disk_format == 'raw':
+        shutil.copyfile(raw, path)
+        return path
+    options = []
+    if disk_format == 'vmdk':
+        options = ['-o', 'subformat=streamOptimized']
+    qemu_img('convert', '-f', 'raw', '-O', QEMU_CREATE[disk_format],
+             *(options + [raw, path]))
+    return path
+
+
 def write_data(path, offset, data):
     """Write *data* at *offset* of an image through qemu-io-free raw I/O."""
     with open(path, 'r+b') as f:

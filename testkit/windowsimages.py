@@ -300,8 +300,8 @@ def build(directory, names=None):
     paths = {}
     for name, layout in layouts.items():
         layout.finish()
-        paths[name] = _convert(layout.raw, directory, name,
-                               guests[name].disk_format)
+        paths[name] = imagebuilder.from_raw(layout.raw, directory, name,
+                                            guests[name].disk_format)
     shutil.rmtree(work, ignore_errors=True)
     return paths
 
@@ -651,17 +651,3 @@ def cloudbase_init_conf(user, unattend=False):
                   'SetHostNamePlugin',
                   'allow_reboot=false', 'stop_service_on_exit=false']
     return ('\r\n'.join(lines) + '\r\n').encode('utf-8')
-
-
-def _convert(raw, directory, name, disk_format):
-    path = os.path.join(directory, '%s.%s' % (name, disk_format))
-    if disk_format == 'raw':
-        shutil.copyfile(raw, path)
-        return path
-    options = []
-    if disk_format == 'vmdk':
-        options = ['-o', 'subformat=streamOptimized']
-    imagebuilder.qemu_img('convert', '-f', 'raw', '-O',
-                          imagebuilder.QEMU_CREATE[disk_format],
-                          *(options + [raw, path]))
-    return path

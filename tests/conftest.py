@@ -3,6 +3,9 @@
 * ``conf``: an oslo.config ConfigOpts with every option registered and a
   workspace in the test's own tmp directory;
 * ``image_dir``: a session-wide directory for images built once;
+* ``slot``: a held slot of a private workspace, for the remote readers;
+* ``lying_qcow2``: the bytes of a small qcow2 whose tables lie past its
+  first 64 KiB, for servers that lie about them;
 * ``cli``: runs the real ``qimg-introspect`` console script with a config
   file that points at the test's workspace, and decodes its JSON;
 * ``glance_server``: one real glance-api for the session
@@ -18,7 +21,9 @@ import sys
 import pytest
 
 from qimgintrospect import opts
+from qimgintrospect import workspace
 from testkit import config
+from testkit import imagebuilder
 
 pytest_plugins = ['tests.functional.glance_server']
 
@@ -45,6 +50,24 @@ def workspace_dir(tmp_path):
 @pytest.fixture(scope='session')
 def image_dir(tmp_path_factory):
     return tmp_path_factory.mktemp('images')
+
+
+@pytest.fixture
+def slot(tmp_path):
+    ws = workspace.Workspace(str(tmp_path / 'ws'), 8 * 1024 ** 3, 0, 1, 0)
+    with ws.slot() as held:
+        yield held
+
+
+@pytest.fixture(scope='session')
+def lying_qcow2(tmp_path_factory):
+    directory = tmp_path_factory.mktemp('liar')
+    mib = imagebuilder.MiB
+    raw = imagebuilder.sparse_raw(directory, 'small.raw', 64 * mib, 2 * mib)
+    path = str(directory / 'small.qcow2')
+    imagebuilder.qemu_img('convert', '-f', 'raw', '-O', 'qcow2', raw, path)
+    with open(path, 'rb') as f:
+        return f.read()
 
 
 class CLI(object):

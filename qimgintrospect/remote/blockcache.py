@@ -53,6 +53,7 @@ import struct
 import threading
 
 from qimgintrospect import exception
+from qimgintrospect import fileio
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -167,7 +168,7 @@ class BlockCache(object):
         with self._locked():
             for start, count in self._missing_runs(first, last):
                 self._fetch(start, count)
-            return _pread_all(self._data_fd, length, offset)
+            return fileio.pread_all(self._data_fd, length, offset)
 
     def insert(self, offset, data, requests=1):
         """Keep *data*, fetched at *offset* by the caller, as fetched blocks.
@@ -272,8 +273,8 @@ class BlockCache(object):
             for at in range(0, len(data), self.block_size):
                 piece = view[at:at + self.block_size]
                 if piece != bytes(len(piece)):
-                    _pwrite_all(self._data_fd, piece,
-                                block * self.block_size + at)
+                    fileio.pwrite_all(self._data_fd, piece,
+                                      block * self.block_size + at)
         except OSError as err:
             raise exception.InspectionFailed(
                 exception.WORKSPACE_NO_SPACE,
@@ -299,23 +300,3 @@ class BlockCache(object):
 def _create(path):
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                    | os.O_CLOEXEC, 0o600)
-
-
-def _pwrite_all(fd, data, offset):
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
-def _pread_all(fd, length, offset):
-    chunks = []
-    while length:
-        chunk = os.pread(fd, length, offset)
-        if not chunk:
-            raise OSError('the cache file %d ends at %d' % (fd, offset))
-        chunks.append(chunk)
-        length -= len(chunk)
-        offset += len(chunk)
-    return b''.join(chunks)

@@ -30,7 +30,7 @@ import re
 import threading
 import time
 
-from tests.functional import glance_server as gs
+from testkit import glanceapi
 
 #: How long a held request waits for its release at most (a test that
 #: died must not hold a uWSGI thread for ever).
@@ -132,7 +132,7 @@ class FaultInjection(object):
             f.write('%s %s %s %s\n' % (method, path, project, status))
 
 
-class FaultyGlanceServer(gs.GlanceServer):
+class FaultyGlanceServer(glanceapi.GlanceServer):
     """The test glance-api with :class:`FaultInjection` in front."""
 
     @property

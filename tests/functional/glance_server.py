@@ -1,33 +1,35 @@
-"""The session's real glance-api, as a fixture (tests/conftest.py loads it).
+"""Real glance-api servers as pytest fixtures (tests/conftest.py loads it).
 
 The server itself is :mod:`testkit.glanceapi`, which the benchmarks use
-too; its names are importable from here as well, as they were before it
-moved.
+too; this module only starts and stops it for the tests.
 """
+
+import contextlib
 
 import pytest
 
 from testkit import glanceapi
 
-ADMIN_ROLES = glanceapi.ADMIN_ROLES
-GlanceServer = glanceapi.GlanceServer
-TokenIdentity = glanceapi.TokenIdentity
-auth_args = glanceapi.auth_args
-create_image = glanceapi.create_image
-glance_available = glanceapi.glance_available
-new_project_id = glanceapi.new_project_id
-token = glanceapi.token
-upload_image = glanceapi.upload_image
 
+@contextlib.contextmanager
+def serve(directory, server_class=glanceapi.GlanceServer, **kwargs):
+    """A started glance-api keeping its files in ``directory``, as a context.
 
-@pytest.fixture(scope='session')
-def glance_server(tmp_path_factory):
-    """One real glance-api with the plugin enabled, for the session."""
+    Skips the test where Glance is not installed; the server is stopped
+    however the block ends.
+    """
     if not glanceapi.glance_available():
         pytest.skip('glance and uWSGI are not installed (test-requirements)')
-    server = glanceapi.GlanceServer(tmp_path_factory.mktemp('glance'))
+    server = server_class(directory, **kwargs)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope='session')
+def glance_server(tmp_path_factory):
+    """One real glance-api with the plugin enabled, for the session."""
+    with serve(tmp_path_factory.mktemp('glance')) as server:
+        yield server

@@ -24,9 +24,10 @@ from qimgintrospect.glance import report as report_mod
 from qimgintrospect.glance import state as state_mod
 from qimgintrospect import workspace
 from testkit import config
+from testkit import glanceapi
 from testkit import guestimages
 from testkit import imagebuilder
-from tests.functional import glance_server as gs
+from tests.functional import glance_server
 
 TENANTS = 3
 #: Fixes --apply makes per tenant: two on "bus", two on "lsi", and
@@ -37,14 +38,8 @@ _POLLS = 600
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
-    if not gs.glance_available():
-        pytest.skip('glance and uWSGI are not installed (test-requirements)')
-    server = gs.GlanceServer(tmp_path_factory.mktemp('glance-audit'))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    with glance_server.serve(tmp_path_factory.mktemp('glance-audit')) as s:
+        yield s
 
 
 @pytest.fixture(scope='module')
@@ -57,22 +52,22 @@ def catalogue(server, tmp_path_factory):
     plain = imagebuilder.create(images, 'plain.qcow2', 'qcow2')
     tenants = {}
     for _ in range(TENANTS):
-        project = gs.new_project_id()
+        project = glanceapi.new_project_id()
         client = server.client(project)
         tenants[project] = {
-            'bus': gs.upload_image(client, bus, 'vmdk')['id'],
-            'lsi': gs.upload_image(client, lsi, 'vmdk',
-                                   vmware_adaptertype='ide')['id'],
-            'plain': gs.upload_image(client, plain, 'qcow2')['id'],
-            'stale': gs.upload_image(client, plain, 'qcow2',
-                                     vmware_disktype='sparse')['id'],
+            'bus': glanceapi.upload_image(client, bus, 'vmdk')['id'],
+            'lsi': glanceapi.upload_image(client, lsi, 'vmdk',
+                                          vmware_adaptertype='ide')['id'],
+            'plain': glanceapi.upload_image(client, plain, 'qcow2')['id'],
+            'stale': glanceapi.upload_image(client, plain, 'qcow2',
+                                            vmware_disktype='sparse')['id'],
         }
     return tenants
 
 
 @pytest.fixture(scope='module')
 def admin(server):
-    return server.client(gs.new_project_id())
+    return server.client(glanceapi.new_project_id())
 
 
 def _catalogue_size(admin):
@@ -82,8 +77,9 @@ def _catalogue_size(admin):
 
 def _audit(cli, server, state, *args):
     """Run ``audit -f json`` as an admin; return the decoded report."""
+    admin_project = glanceapi.new_project_id()
     proc = cli.run('audit', '-f', 'json', '--state-file', str(state), *args,
-                   *gs.auth_args(server.url, gs.new_project_id()))
+                   *glanceapi.auth_args(server.url, admin_project))
     assert proc.returncode == 0, proc.stderr
     assert 'Traceback' not in proc.stderr, proc.stderr
     return json.loads(proc.stdout)
@@ -175,7 +171,7 @@ def test_apply_fixes_every_tenant_and_a_second_run_skips(
 
     # A new image arrives; the others are unchanged since the state was
     # written, and are not downloaded again.
-    newcomer = gs.upload_image(
+    newcomer = glanceapi.upload_image(
         admin, imagebuilder.create(tmp_path, 'new.qcow2', 'qcow2'), 'qcow2')
     second = _audit(cli, server, state, '--apply')
 
@@ -201,7 +197,7 @@ def test_filters_and_csv(cli, server, catalogue, admin, tmp_path):
     assert report['summary']['images']['listed'] == 2 * TENANTS
 
     proc = cli.run('audit', '-f', 'csv', '--state-file', str(state),
-                   *gs.auth_args(server.url, project))
+                   *glanceapi.auth_args(server.url, project))
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.reader(io.StringIO(proc.stdout)))
     assert rows[0] == list(report_mod.COLUMNS)
@@ -258,7 +254,7 @@ def test_sigterm_stops_an_audit_cleanly(cli, server, catalogue, tmp_path):
         proc = subprocess.Popen(
             cli.command() + ['audit', '--state-file', str(state),
                              '--config-file', str(cli.config_file)]
-            + gs.auth_args(server.url, gs.new_project_id()),
+            + glanceapi.auth_args(server.url, glanceapi.new_project_id()),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             for _ in range(_POLLS):
@@ -287,7 +283,7 @@ def test_progress_bar_on_a_terminal(cli, server, catalogue, tmp_path):
         cli.command() + ['audit', '-f', 'value', '-c', 'image_id',
                          '--state-file', str(tmp_path / 'state.db'),
                          '--config-file', str(cli.config_file)]
-        + gs.auth_args(server.url, gs.new_project_id()),
+        + glanceapi.auth_args(server.url, glanceapi.new_project_id()),
         stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     terminal = b''
@@ -365,9 +361,9 @@ def test_an_audit_without_its_guest_stage_asks_again_next_run(
     # as the image's answer. Once the appliance works, the next run
     # inspects the image again and finds its OS.
     guest = guestimages.build(tmp_path / 'guest', ['ubuntu'])['ubuntu']
-    project = gs.new_project_id()
-    image_id = gs.upload_image(server.client(project), guest,
-                               'qcow2')['id']
+    project = glanceapi.new_project_id()
+    image_id = glanceapi.upload_image(server.client(project), guest,
+                                      'qcow2')['id']
     state = tmp_path / 'state.db'
     cli.set('introspection_guest', 'enabled', True)
     cli.set('introspection_guest', 'backend', 'bogus')

@@ -37,9 +37,10 @@ from qimgintrospect.glance import report as report_mod
 from qimgintrospect.glance import state as state_mod
 from testkit import config
 from testkit import dbservers
+from testkit import glanceapi
 from testkit import imagebuilder
 from tests.functional import glance_faults as faults
-from tests.functional import glance_server as gs
+from tests.functional import glance_server
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -63,14 +64,9 @@ def _require(server_class, what):
 
 @pytest.fixture(scope='module')
 def glance(tmp_path_factory):
-    if not gs.glance_available():
-        pytest.skip('glance and uWSGI are not installed (test-requirements)')
-    server = faults.FaultyGlanceServer(tmp_path_factory.mktemp('glance-w'))
-    server.start()
-    try:
+    with glance_server.serve(tmp_path_factory.mktemp('glance-w'),
+                             faults.FaultyGlanceServer) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope='module')
@@ -89,7 +85,7 @@ def catalogue(glance, tmp_path_factory):
     raw = imagebuilder.create(images, 'plain.raw', 'raw',
                               size=imagebuilder.MiB)
     for _ in range(TENANTS):
-        project = gs.new_project_id()
+        project = glanceapi.new_project_id()
         client = glance.client(project)
         uploads = [('bus', bus, 'vmdk', {}),
                    ('lsi', lsi, 'vmdk', {'vmware_adaptertype': 'ide'})]
@@ -97,8 +93,8 @@ def catalogue(glance, tmp_path_factory):
                      'qcow2' if n % 2 else 'raw', {})
                     for n in range(PLAIN_PER_TENANT)]
         for kind, path, disk_format, props in uploads:
-            image_id = gs.upload_image(client, path, disk_format,
-                                       **props)['id']
+            image_id = glanceapi.upload_image(client, path, disk_format,
+                                              **props)['id']
             catalogue[image_id] = project
             catalogue.kinds.setdefault(kind, []).append(image_id)
     return catalogue
@@ -143,7 +139,7 @@ class Worker(object):
 
     def __init__(self, name, command, directory):
         self.name = name
-        self.project = gs.new_project_id()
+        self.project = glanceapi.new_project_id()
         self._out = open(os.path.join(directory, name + '.out'), 'w+')
         self._err = open(os.path.join(directory, name + '.err'), 'w+')
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -220,8 +216,8 @@ def workers(cli, glance, tmp_path):
             argv += list(args)
 
             def command(project, argv=argv):
-                return cli.command() + argv + gs.auth_args(glance.url,
-                                                           project)
+                return (cli.command() + argv
+                        + glanceapi.auth_args(glance.url, project))
 
             new.append(Worker(name, command, directory))
         started.extend(new)
@@ -578,8 +574,8 @@ def test_a_lost_database_releases_the_claims(conf, glance, catalogue,
                     own_postgres.url(), worker=member.member_id,
                     run_id=member.run_id, retries=1, retry_interval=0.1)
                 try:
-                    audit.Audit(glance.client(gs.new_project_id()), conf,
-                                store, report_mod.Policy(),
+                    client = glance.client(glanceapi.new_project_id())
+                    audit.Audit(client, conf, store, report_mod.Policy(),
                                 member=member).run(
                         {'visibility': 'all', 'status': 'active'})
                 finally:

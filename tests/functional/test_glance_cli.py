@@ -12,15 +12,15 @@ import socket
 import pytest
 
 from testkit import config
+from testkit import glanceapi
 from testkit import imagebuilder
-from tests.functional import glance_server as gs
 
 MiB = 1024 * 1024
 
 
 @pytest.fixture(scope='module')
 def project():
-    return gs.new_project_id()
+    return glanceapi.new_project_id()
 
 
 @pytest.fixture(scope='module')
@@ -31,7 +31,7 @@ def tenant(glance_server, project):
 def _glance(cli, server, project, *args, env=None):
     """Run ``glance ARGS -f json``; return (exit code, rows or error)."""
     proc = cli.run('glance', *args, '-f', 'json',
-                   *gs.auth_args(server.url, project), env=env)
+                   *glanceapi.auth_args(server.url, project), env=env)
     assert 'Traceback' not in proc.stderr, proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
@@ -45,7 +45,8 @@ def wrong_vmdk(tenant, tmp_path):
     """A busLogic streamOptimized VMDK that Glance says is ide."""
     path = imagebuilder.vmdk(tmp_path, 'bus.vmdk',
                              subformat='streamOptimized', adapter='buslogic')
-    return gs.upload_image(tenant, path, 'vmdk', vmware_adaptertype='ide')
+    return glanceapi.upload_image(tenant, path, 'vmdk',
+                                  vmware_adaptertype='ide')
 
 
 def test_properties_side_by_side_without_changes(cli, glance_server,
@@ -103,7 +104,8 @@ def test_only_missing_keeps_existing_values(cli, glance_server, project,
 def test_stale_property_removed_only_when_asked(cli, glance_server, project,
                                                 tenant, tmp_path):
     path = imagebuilder.create(tmp_path, 'plain.qcow2', 'qcow2')
-    image = gs.upload_image(tenant, path, 'qcow2', vmware_disktype='sparse')
+    image = glanceapi.upload_image(tenant, path, 'qcow2',
+                                   vmware_disktype='sparse')
 
     code, rows = _glance(cli, glance_server, project, image['id'], '--apply')
     assert code == 0
@@ -124,7 +126,7 @@ def test_refused_image_is_a_row_and_exit_3(cli, glance_server, project,
     # Glance accepts monolithicSparse; this configuration does not.
     cli.set('introspection_formats', 'vmdk_allowed_types', 'streamOptimized')
     path = imagebuilder.vmdk(tmp_path, 'sparse.vmdk')
-    refused = gs.upload_image(tenant, path, 'vmdk')
+    refused = glanceapi.upload_image(tenant, path, 'vmdk')
 
     code, rows = _glance(cli, glance_server, project, refused['id'],
                          'no-such-image')
@@ -147,7 +149,7 @@ def test_clouds_yaml_and_os_cloud(cli, glance_server, project, wrong_vmdk,
         '    auth_type: admin_token\n'
         '    auth:\n'
         '      endpoint: %s\n'
-        '      token: "%s"\n' % (glance_server.url, gs.token(project)))
+        '      token: "%s"\n' % (glance_server.url, glanceapi.token(project)))
     env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(clouds))
 
     proc = cli.run('glance', wrong_vmdk['id'], '-f', 'json', '-c',
@@ -160,7 +162,8 @@ def test_clouds_yaml_and_os_cloud(cli, glance_server, project, wrong_vmdk,
 
 def test_os_variables(cli, glance_server, project, wrong_vmdk):
     env = dict(os.environ, OS_AUTH_TYPE='admin_token',
-               OS_ENDPOINT=glance_server.url, OS_TOKEN=gs.token(project))
+               OS_ENDPOINT=glance_server.url,
+               OS_TOKEN=glanceapi.token(project))
 
     proc = cli.run('glance', wrong_vmdk['id'], '-f', 'value', '-c',
                    'property', env=env)
@@ -184,7 +187,7 @@ def test_unreachable_glance_exit_4(cli, project):
         sock.bind(('127.0.0.1', 0))
         closed = 'http://127.0.0.1:%d' % sock.getsockname()[1]
     proc = cli.run('glance', 'any', '-f', 'json',
-                   *gs.auth_args(closed, project))
+                   *glanceapi.auth_args(closed, project))
 
     assert proc.returncode == 4
     assert json.loads(proc.stdout)['error']['code'] == 'glance-unreachable'

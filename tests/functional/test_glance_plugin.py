@@ -9,15 +9,16 @@ import subprocess
 import pytest
 
 from testkit import config
+from testkit import glanceapi
 from testkit import imagebuilder
-from tests.functional import glance_server as gs
+from tests.functional import glance_server
 
 MiB = 1024 * 1024
 
 
 @pytest.fixture(scope='module')
 def tenant(glance_server):
-    return glance_server.client(gs.new_project_id())
+    return glance_server.client(glanceapi.new_project_id())
 
 
 def test_vmdk_import_gets_vmware_properties(glance_server, tenant, tmp_path):
@@ -96,9 +97,7 @@ def test_data_that_is_not_a_disk_image_is_left_alone(glance_server, tenant,
 # for itself ([introspection_import] guest_inspection defaults to false).
 @pytest.fixture(scope='module')
 def lenient_server(tmp_path_factory):
-    if not gs.glance_available():
-        pytest.skip('glance and uWSGI are not installed (test-requirements)')
-    server = gs.GlanceServer(tmp_path_factory.mktemp('glance-lenient'), {
+    options = {
         'introspection_import': {
             'on_refusal': 'warn',
             'overwrite_uploader_properties': 'true',
@@ -112,17 +111,15 @@ def lenient_server(tmp_path_factory):
             'fail_if_unavailable': 'true',
             'backend': 'no-such-backend',
         },
-    })
-    server.start()
-    try:
+    }
+    with glance_server.serve(tmp_path_factory.mktemp('glance-lenient'),
+                             plugin_options=options) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_warn_policy_imports_a_refused_image_with_a_warning(lenient_server,
                                                             tmp_path):
-    client = lenient_server.client(gs.new_project_id())
+    client = lenient_server.client(glanceapi.new_project_id())
     path = imagebuilder.create(tmp_path, 'disk.vdi', 'vdi')
 
     image, task = lenient_server.import_image(client, path, 'vdi')
@@ -135,7 +132,7 @@ def test_warn_policy_imports_a_refused_image_with_a_warning(lenient_server,
 
 def test_overwrite_policy_replaces_the_uploader_value(lenient_server,
                                                       tmp_path):
-    client = lenient_server.client(gs.new_project_id())
+    client = lenient_server.client(glanceapi.new_project_id())
     path = imagebuilder.vmdk(tmp_path, 'bus.vmdk', adapter='buslogic')
 
     image, task = lenient_server.import_image(client, path, 'vmdk',
@@ -146,7 +143,7 @@ def test_overwrite_policy_replaces_the_uploader_value(lenient_server,
 
 
 def test_guest_inspection_is_off_for_the_plugin(lenient_server, tmp_path):
-    client = lenient_server.client(gs.new_project_id())
+    client = lenient_server.client(glanceapi.new_project_id())
     path = imagebuilder.create(tmp_path, 'disk.qcow2', 'qcow2')
 
     image, task = lenient_server.import_image(client, path, 'qcow2')
@@ -157,7 +154,7 @@ def test_guest_inspection_is_off_for_the_plugin(lenient_server, tmp_path):
 
 
 def test_workspace_quota_holds_inside_glance(lenient_server, tmp_path):
-    client = lenient_server.client(gs.new_project_id())
+    client = lenient_server.client(glanceapi.new_project_id())
     path = imagebuilder.sparse_raw(tmp_path, 'big.raw', 8 * MiB, 4 * MiB)
 
     image, task = lenient_server.import_image(client, path, 'raw')

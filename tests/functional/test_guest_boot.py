@@ -30,10 +30,10 @@ from qimgintrospect import exception
 from qimgintrospect.inspectors.guest import appliance
 from qimgintrospect import normalise
 from testkit import config
+from testkit import glanceapi
 from testkit import guestimages
 from testkit import windowsimages
 from tests import conftest
-from tests.functional import glance_server as gs
 
 pytest.importorskip('guestfs', reason='python3-guestfs is not installed')
 for _tool in ('guestfish', 'hivexregedit', 'sfdisk'):
@@ -241,10 +241,10 @@ def test_cli_on_windows_server_2022(guests, tmp_path):
 @pytest.fixture(scope='module')
 def audit(guests, glance_server, tmp_path_factory):
     """One audit --apply of a tenant, refuse_unbootable on; its report."""
-    project = gs.new_project_id()
+    project = glanceapi.new_project_id()
     client = glance_server.client(project)
-    ids = {name: gs.upload_image(client, guests[name],
-                                 _spec(name).disk_format)['id']
+    ids = {name: glanceapi.upload_image(client, guests[name],
+                                        _spec(name).disk_format)['id']
            for name in AUDITED}
     directory = tmp_path_factory.mktemp('boot-audit')
     cli = conftest.CLI(directory)
@@ -256,7 +256,8 @@ def audit(guests, glance_server, tmp_path_factory):
     cli.set('introspection_guest', 'refuse_unbootable', True)
     proc = cli.run('audit', '--apply', '-f', 'json', '--owner', project,
                    '--state-file', str(directory / 'state.db'),
-                   *gs.auth_args(glance_server.url, project), timeout=1200)
+                   *glanceapi.auth_args(glance_server.url, project),
+                   timeout=1200)
     assert proc.returncode == 0, proc.stderr
     assert 'Traceback' not in proc.stderr, proc.stderr
     return {'report': json.loads(proc.stdout), 'ids': ids,

@@ -128,17 +128,6 @@ def _kind(outcome, qemu_img_runs):
         'in' if qemu_img_runs else 'before')
 
 
-@pytest.fixture(scope='module')
-def lying_image(tmp_path_factory):
-    """A qcow2 whose tables lie past the first block (64 KiB)."""
-    directory = tmp_path_factory.mktemp('liar')
-    raw = imagebuilder.sparse_raw(directory, 'small.raw', 64 * MiB, 2 * MiB)
-    path = str(directory / 'small.qcow2')
-    imagebuilder.qemu_img('convert', '-f', 'raw', '-O', 'qcow2', raw, path)
-    with open(path, 'rb') as f:
-        return f.read()
-
-
 @pytest.mark.parametrize('path, code', [
     # A size one byte too long: the tail the header checks read next
     # does not end where the size says.
@@ -151,9 +140,9 @@ def lying_image(tmp_path_factory):
     ('later/too-long-unannounced', exception.REMOTE_BODY_TOO_LONG),
     ('later/changing', exception.IMAGE_CHANGED),
 ])
-def test_a_server_that_lies_is_refused_with_its_code(lying_image, conf,
+def test_a_server_that_lies_is_refused_with_its_code(lying_qcow2, conf,
                                                      path, code):
-    with webserver.LyingServer(lying_image) as liar:
+    with webserver.LyingServer(lying_qcow2) as liar:
         with pytest.raises(exception.ImageRefused) as caught:
             api.inspect_url(liar.url(path), 'qcow2', conf)
     assert caught.value.code == code

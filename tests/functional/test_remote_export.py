@@ -69,13 +69,6 @@ def nginx(tmp_path_factory, www):
         yield server
 
 
-@pytest.fixture
-def slot(tmp_path):
-    ws = workspace.Workspace(str(tmp_path / 'ws'), 8 * GiB, 0, 1, 0)
-    with ws.slot() as held:
-        yield held
-
-
 def _fetched_ranges(nginx, name, since=0):
     """(first, last) of every byte range nginx served for /name.
 
@@ -159,25 +152,14 @@ def _alive(pid):
         return f.read().split()[2] != 'Z'
 
 
-@pytest.fixture(scope='module')
-def small_qcow2(tmp_path_factory):
-    """A qcow2 whose tables lie past the first block (for the liar)."""
-    directory = tmp_path_factory.mktemp('small')
-    raw = imagebuilder.sparse_raw(directory, 'small.raw', 64 * MiB, 2 * MiB)
-    path = str(directory / 'small.qcow2')
-    imagebuilder.qemu_img('convert', '-f', 'raw', '-O', 'qcow2', raw, path)
-    with open(path, 'rb') as f:
-        return f.read()
-
-
 @pytest.mark.parametrize('lie,code', [
     ('wrong-range', exception.REMOTE_RANGE_MISMATCH),
     ('too-long', exception.REMOTE_BODY_TOO_LONG),
     ('changing', exception.IMAGE_CHANGED),
 ])
 def test_a_lie_met_by_the_plugin_comes_back_with_its_code(
-        small_qcow2, slot, lie, code):
-    with webserver.LyingServer(small_qcow2) as liar:
+        lying_qcow2, slot, lie, code):
+    with webserver.LyingServer(lying_qcow2) as liar:
         # The first block comes honestly; the plugin meets the lie.
         with remote_image.open_remote(slot,
                                       liar.url('later/' + lie)) as remote:
@@ -191,8 +173,8 @@ def test_a_lie_met_by_the_plugin_comes_back_with_its_code(
     assert 'Input/output error' in str(caught.value.__cause__)
 
 
-def test_a_failure_is_raised_even_when_the_client_coped(small_qcow2, slot):
-    with webserver.LyingServer(small_qcow2) as liar:
+def test_a_failure_is_raised_even_when_the_client_coped(lying_qcow2, slot):
+    with webserver.LyingServer(lying_qcow2) as liar:
         with remote_image.open_remote(
                 slot, liar.url('later/wrong-range')) as remote:
             with pytest.raises(exception.ImageRefused) as caught:

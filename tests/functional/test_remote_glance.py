@@ -28,13 +28,13 @@ from qimgintrospect import exception
 from qimgintrospect.glance import client as glance_client
 from qimgintrospect.remote import httpranges
 from qimgintrospect.remote import image as remote_image
-from qimgintrospect import workspace
 from testkit import config
 from testkit import corpus as corpus_mod
+from testkit import glanceapi
 from testkit import imagebuilder
 from testkit import nbdclient
 from testkit import webserver
-from tests.functional import glance_server as glance_api
+from tests.functional import glance_server
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -55,13 +55,6 @@ def qcow2(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def slot(tmp_path):
-    ws = workspace.Workspace(str(tmp_path / 'ws'), 8 * GiB, 0, 1, 0)
-    with ws.slot() as held:
-        yield held
-
-
 def _file_url(server, image):
     return '%s/v2/images/%s/file' % (server.url, image['id'])
 
@@ -69,16 +62,16 @@ def _file_url(server, image):
 @pytest.fixture(scope='module')
 def file_store_image(glance_server, qcow2):
     """(project, client, image): *qcow2* uploaded to the file store."""
-    project = glance_api.new_project_id()
+    project = glanceapi.new_project_id()
     client = glance_server.client(project)
-    return project, client, glance_api.upload_image(client, qcow2, 'qcow2')
+    return project, client, glanceapi.upload_image(client, qcow2, 'qcow2')
 
 
 def test_glance_file_store_answers_ranges_as_the_reader_expects(
         glance_server, file_store_image, qcow2):
     project, client, image = file_store_image
     url = _file_url(glance_server, image)
-    token = {'X-Auth-Token': glance_api.token(project)}
+    token = {'X-Auth-Token': glanceapi.token(project)}
     with open(qcow2, 'rb') as f:
         data = f.read()
     size = len(data)
@@ -165,30 +158,24 @@ def http_store(tmp_path_factory, qcow2):
     on nginx; Glance only lets loopback through when allowed_hosts says
     so.
     """
-    if not glance_api.glance_available():
-        pytest.skip('glance and uWSGI are not installed')
     if webserver.nginx_binary() is None:
         pytest.skip('nginx is not installed')
     nginx = webserver.Nginx(tmp_path_factory.mktemp('nginx-store'),
                             os.path.dirname(qcow2))
     with nginx:
-        server = glance_api.GlanceServer(
-            tmp_path_factory.mktemp('glance-http'), plugin_options={
-                'DEFAULT': {'enabled_backends': 'fs:file, web:http'},
-                'import_filtering_opts': {
-                    'allowed_hosts': '[127.0.0.1]',
-                    'allowed_ports': '[%d]' % nginx.port},
-            })
-        server.start()
-        try:
+        with glance_server.serve(
+                tmp_path_factory.mktemp('glance-http'), plugin_options={
+                    'DEFAULT': {'enabled_backends': 'fs:file, web:http'},
+                    'import_filtering_opts': {
+                        'allowed_hosts': '[127.0.0.1]',
+                        'allowed_ports': '[%d]' % nginx.port},
+                }) as server:
             yield server, nginx
-        finally:
-            server.stop()
 
 
 def _image_on_web(server, nginx, path, client=None):
-    client = client or server.client(glance_api.new_project_id())
-    image = glance_api.create_image(client, 'qcow2')
+    client = client or server.client(glanceapi.new_project_id())
+    image = glanceapi.create_image(client, 'qcow2')
     client.http_client.post('/v2/images/%s/locations' % image['id'],
                             json={'url': nginx.url(os.path.basename(path))})
     for _ in range(_ACTIVE_POLLS):
@@ -231,14 +218,14 @@ def corpus_on_glance(glance_server, tmp_path_factory):
     """
     samples = [s for s in corpus_mod.build(tmp_path_factory.mktemp('corpus'))
                if s.small]
-    client = glance_server.client(glance_api.new_project_id())
+    client = glance_server.client(glanceapi.new_project_id())
     uploaded = []
     for sample in samples:
         disk_format = diskformats.glance_name(sample.declared or 'raw')
         if disk_format not in GLANCE_DISK_FORMATS:
             continue
         try:
-            uploaded.append((sample, glance_api.upload_image(
+            uploaded.append((sample, glanceapi.upload_image(
                 client, sample.path, disk_format)))
         except glance_exc.HTTPException:
             continue
@@ -284,7 +271,7 @@ def test_every_image_says_by_ranges_what_its_download_says(
 def _audit(cli, server, state, project, *args):
     proc = cli.run('audit', '-f', 'json', '--state-file', str(state),
                    '--owner', project, *args,
-                   *glance_api.auth_args(server.url, project))
+                   *glanceapi.auth_args(server.url, project))
     assert proc.returncode == 0, proc.stderr
     assert 'Traceback' not in proc.stderr, proc.stderr
     return json.loads(proc.stdout)
@@ -293,10 +280,10 @@ def _audit(cli, server, state, project, *args):
 def test_a_store_without_ranges_falls_back_to_a_download(
         http_store, qcow2, cli, tmp_path):
     server, nginx = http_store
-    project = glance_api.new_project_id()
+    project = glanceapi.new_project_id()
     # One after the other: Glance's SQLite takes one writer at a time.
-    on_file = glance_api.upload_image(server.client(project), qcow2,
-                                      'qcow2')
+    on_file = glanceapi.upload_image(server.client(project), qcow2,
+                                     'qcow2')
     _, on_web = _image_on_web(server, nginx, qcow2, server.client(project))
     size = os.path.getsize(qcow2)
     state = tmp_path / 'state.db'
@@ -335,12 +322,12 @@ def test_a_store_without_ranges_falls_back_to_a_download(
     # People see it too: after the audit's table, and glance's.
     proc = cli.run('audit', '--state-file', str(tmp_path / 'table.db'),
                    '--owner', project,
-                   *glance_api.auth_args(server.url, project))
+                   *glanceapi.auth_args(server.url, project))
     assert proc.returncode == 0, proc.stderr
     assert ('Reads of the 2 images inspected: 1 by ranges, ' in proc.stdout)
     assert '1 downloaded whole, %s' % _mib(size) in proc.stdout
     proc = cli.run('glance', on_file['id'], on_web['id'],
-                   *glance_api.auth_args(server.url, project))
+                   *glanceapi.auth_args(server.url, project))
     assert proc.returncode == 0, proc.stderr
     assert 'image %s: read by ranges, ' % on_file['id'] in proc.stdout
     assert 'image %s: downloaded whole, %s' % (on_web['id'], _mib(size)) in (
