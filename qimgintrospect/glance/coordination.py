@@ -146,7 +146,18 @@ class Claim(object):
                             'expires by itself): %s', self.image_id, err)
 
 
-class SoleWorker(object):
+class _Worker(object):
+    """A worker's membership as a context: started, and always stopped."""
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+class SoleWorker(_Worker):
     """A worker without a coordination service: every image is its own.
 
     Claims are still exclusive within the process, as they are across
@@ -158,13 +169,6 @@ class SoleWorker(object):
         self.run_id = uuid.uuid4().hex
         self._claimed = set()
         self._mutex = threading.Lock()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stop()
 
     @property
     def connected(self):
@@ -201,7 +205,7 @@ class SoleWorker(object):
         return False
 
 
-class GroupMember(object):
+class GroupMember(_Worker):
     """This worker as a member of the audit group at a tooz *url*.
 
     :param url: a tooz backend URL, e.g. ``redis://HOST:6379`` (see tooz's
@@ -246,13 +250,6 @@ class GroupMember(object):
         # owns() reads the ring while refresh() changes it.
         self._mutex = threading.RLock()
         self._claimed = set()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stop()
 
     @property
     def _group_id(self):
