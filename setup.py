@@ -1,3 +1,4 @@
+"""Build and install with pbr; the package's metadata is in setup.cfg."""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at

@@ -1,3 +1,9 @@
+"""Positional reads and writes that move every byte or raise.
+
+``os.pread`` and ``os.pwrite`` may move fewer bytes than asked (a signal,
+a pipe, a filesystem's own limit); the workspace's copies and the remote
+block cache must not lose the rest.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,13 +15,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""Positional reads and writes that move every byte or raise.
-
-``os.pread`` and ``os.pwrite`` may move fewer bytes than asked (a signal,
-a pipe, a filesystem's own limit); the workspace's copies and the remote
-block cache must not lose the rest.
-"""
 
 import os
 

@@ -1,3 +1,13 @@
+"""Every configuration option of qimgintrospect, in one place.
+
+The groups carry an ``introspection_`` prefix because the Glance plugin
+reads them from glance-api's own configuration, where short names such as
+``[workspace]`` could collide with another project's.
+
+``list_opts()`` is the entry point of ``oslo-config-generator``
+(``oslo.config.opts`` in setup.cfg); ``register_opts()`` is what every
+front end calls before reading an option.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,17 +19,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""Every configuration option of qimgintrospect, in one place.
-
-The groups carry an ``introspection_`` prefix because the Glance plugin
-reads them from glance-api's own configuration, where short names such as
-``[workspace]`` could collide with another project's.
-
-``list_opts()`` is the entry point of ``oslo-config-generator``
-(``oslo.config.opts`` in setup.cfg); ``register_opts()`` is what every
-front end calls before reading an option.
-"""
 
 from oslo_config import cfg
 from oslo_utils import units

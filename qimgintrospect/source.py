@@ -1,3 +1,11 @@
+"""Open the user's image file, read-only, without following or blocking.
+
+:func:`open_image` guarantees that what it yields is a regular file that
+was not reached through a symbolic link in its last component, opened
+read-only, and that the size it reports is the one everything downstream
+uses (a file that grows afterwards is cut at that size). It never writes to
+the file and never blocks on a FIFO.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,15 +17,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""Open the user's image file, read-only, without following or blocking.
-
-:func:`open_image` guarantees that what it yields is a regular file that
-was not reached through a symbolic link in its last component, opened
-read-only, and that the size it reports is the one everything downstream
-uses (a file that grows afterwards is cut at that size). It never writes to
-the file and never blocks on a FIFO.
-"""
 
 import collections
 import contextlib

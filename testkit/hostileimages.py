@@ -1,3 +1,9 @@
+"""Hostile images, made real: qemu-img builds them, then bytes are patched.
+
+Every function writes into a directory the test owns and returns the path.
+Offsets are the ones the format specifications give (qcow2.txt, VMware's
+VMDK spec, the VHD and VDI headers as qemu reads them).
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,13 +15,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""Hostile images, made real: qemu-img builds them, then bytes are patched.
-
-Every function writes into a directory the test owns and returns the path.
-Offsets are the ones the format specifications give (qcow2.txt, VMware's
-VMDK spec, the VHD and VDI headers as qemu reads them).
-"""
 
 import os
 import struct

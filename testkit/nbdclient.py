@@ -1,3 +1,10 @@
+"""What tests and benchmarks read through an NBD export, and compare.
+
+* :func:`qemu_img_info`: ``qemu-img info`` with the format forced, without
+  the fields that name the file or its allocation, so a local file and an
+  export of it compare equal when qemu-img sees the same image;
+* :func:`read_through`: raw bytes of an export, read by ``qemu-io``.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,14 +16,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""What tests and benchmarks read through an NBD export, and compare.
-
-* :func:`qemu_img_info`: ``qemu-img info`` with the format forced, without
-  the fields that name the file or its allocation, so a local file and an
-  export of it compare equal when qemu-img sees the same image;
-* :func:`read_through`: raw bytes of an export, read by ``qemu-io``.
-"""
 
 import json
 import re

@@ -1,16 +1,4 @@
 #!/usr/bin/env python3
-#    Licensed under the Apache License, Version 2.0 (the "License"); you may
-#    not use this file except in compliance with the License. You may obtain
-#    a copy of the License at
-#
-#         http://www.apache.org/licenses/LICENSE-2.0
-#
-#    Unless required by applicable law or agreed to in writing, software
-#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
-#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
-#    License for the specific language governing permissions and limitations
-#    under the License.
-
 """Fuzz the header checks: mutate valid images, inspect, count outcomes.
 
     .venv/bin/python tools/fuzz.py [--cases N] [--first K] [--seed NAME]
@@ -34,6 +22,18 @@ disk, at byte 0, 512 or 2048; outcomes are counted per carrier, payload
 and offset. ``tools/probe_parity.py`` runs the same cases against qemu's
 own guess.
 """
+
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
 
 import argparse
 import collections

@@ -1,3 +1,10 @@
+"""Sphinx configuration of the qimgintrospect documentation.
+
+Nothing that describes the code is written by hand: the configuration
+reference and sample come from ``qimgintrospect/opts.py`` (oslo.config's
+Sphinx extensions), the CLI reference from the cliff argument parsers, and
+the error-code tables from ``qimgintrospect/exception.py`` (``_exts``).
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,14 +16,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""Sphinx configuration of the qimgintrospect documentation.
-
-Nothing that describes the code is written by hand: the configuration
-reference and sample come from ``qimgintrospect/opts.py`` (oslo.config's
-Sphinx extensions), the CLI reference from the cliff argument parsers, and
-the error-code tables from ``qimgintrospect/exception.py`` (``_exts``).
-"""
 
 import os
 import sys

@@ -1,3 +1,13 @@
+"""``qimg-introspect audit``: compare a whole Glance catalogue.
+
+The report lists every difference (``-f table`` for people, ``-f json`` or
+``-f csv`` for scripts) and ends with a summary: what the run did, the
+catalogue's image sizes, the workspace ``max_workers`` needs and how the
+images were read (by ranges or whole, bytes read beside sizes). In JSON
+and YAML the output is one object, ``{"differences": [...], "summary":
+{...}}``; in CSV and value formats stdout holds only the rows and the
+summary goes to stderr.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,17 +19,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""``qimg-introspect audit``: compare a whole Glance catalogue.
-
-The report lists every difference (``-f table`` for people, ``-f json`` or
-``-f csv`` for scripts) and ends with a summary: what the run did, the
-catalogue's image sizes, the workspace ``max_workers`` needs and how the
-images were read (by ranges or whole, bytes read beside sizes). In JSON
-and YAML the output is one object, ``{"differences": [...], "summary":
-{...}}``; in CSV and value formats stdout holds only the rows and the
-summary goes to stderr.
-"""
 
 import argparse
 import json

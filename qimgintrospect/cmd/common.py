@@ -1,3 +1,4 @@
+"""What every subcommand shares: error reporting and exit codes."""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,8 +10,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""What every subcommand shares: error reporting and exit codes."""
 
 import json
 

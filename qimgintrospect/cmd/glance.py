@@ -1,3 +1,11 @@
+"""``qimg-introspect glance IMAGE_ID...``: Glance images, side by side.
+
+Each image is read into the workspace (by ranges where its store honours
+them, else downloaded whole), inspected, and its properties listed next to
+Glance's; ``--apply`` writes the difference back. After the table, one
+line per image says how it was read and how many bytes that took (on
+stderr unless the format is ``table``).
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,15 +17,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""``qimg-introspect glance IMAGE_ID...``: Glance images, side by side.
-
-Each image is read into the workspace (by ranges where its store honours
-them, else downloaded whole), inspected, and its properties listed next to
-Glance's; ``--apply`` writes the difference back. After the table, one
-line per image says how it was read and how many bytes that took (on
-stderr unless the format is ``table``).
-"""
 
 import argparse
 

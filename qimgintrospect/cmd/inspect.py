@@ -1,3 +1,9 @@
+"""``qimg-introspect inspect PATH|URL``: inspect one image.
+
+A local file, or an http(s) URL: a web server's image, read by ranges
+where the server honours them (``[introspection_remote] read_mode``), for
+operators who vet a ``web-download`` source before importing it.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,13 +15,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""``qimg-introspect inspect PATH|URL``: inspect one image.
-
-A local file, or an http(s) URL: a web server's image, read by ranges
-where the server honours them (``[introspection_remote] read_mode``), for
-operators who vet a ``web-download`` source before importing it.
-"""
 
 import argparse
 import urllib.parse

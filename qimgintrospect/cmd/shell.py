@@ -1,3 +1,10 @@
+"""``qimg-introspect``: the cliff application that hosts the subcommands.
+
+Subcommands are entry points in the ``qimgintrospect.cli`` namespace
+(setup.cfg). The application adds ``--config-file``/``--config-dir``,
+loads the oslo.config files before any command runs, and turns SIGTERM
+and SIGHUP into a normal exit so the workspace is always cleaned.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,14 +16,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""``qimg-introspect``: the cliff application that hosts the subcommands.
-
-Subcommands are entry points in the ``qimgintrospect.cli`` namespace
-(setup.cfg). The application adds ``--config-file``/``--config-dir``,
-loads the oslo.config files before any command runs, and turns SIGTERM
-and SIGHUP into a normal exit so the workspace is always cleaned.
-"""
 
 import argparse
 import signal

@@ -1,3 +1,11 @@
+"""Glance image-import plugin: the image's own metadata as properties.
+
+Enabled in glance-api.conf with ``[image_import_opts] image_import_plugins
+= ['qimgintrospect']``; its policy is ``[introspection_import]``, the core's
+options are the other ``[introspection_*]`` groups of the same file. Glance
+runs it on the staged data, before the data goes to a store, so a refused
+image never becomes active.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,15 +17,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""Glance image-import plugin: the image's own metadata as properties.
-
-Enabled in glance-api.conf with ``[image_import_opts] image_import_plugins
-= ['qimgintrospect']``; its policy is ``[introspection_import]``, the core's
-options are the other ``[introspection_*]`` groups of the same file. Glance
-runs it on the staged data, before the data goes to a store, so a refused
-image never becomes active.
-"""
 
 from glance.common import exception as glance_exception
 from oslo_config import cfg

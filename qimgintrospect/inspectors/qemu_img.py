@@ -1,3 +1,12 @@
+"""What qemu-img says about a checked workspace copy.
+
+:func:`inspect` runs the executor with the format the header check decided
+and checks qemu-img's answer a second time for everything that would make
+the image reach outside itself, for encryption, and for a virtual size
+other than the one the header check computed the way qemu does (a second
+line of defence: the header check should already have refused these). It
+returns flat findings for the normaliser.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,16 +18,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""What qemu-img says about a checked workspace copy.
-
-:func:`inspect` runs the executor with the format the header check decided
-and checks qemu-img's answer a second time for everything that would make
-the image reach outside itself, for encryption, and for a virtual size
-other than the one the header check computed the way qemu does (a second
-line of defence: the header check should already have refused these). It
-returns flat findings for the normaliser.
-"""
 
 from qimgintrospect import diskformats
 from qimgintrospect import exception

@@ -1,3 +1,10 @@
+"""Tables generated from the code, so the documentation cannot drift.
+
+``.. qimg-error-codes::`` lists every error code declared in
+``qimgintrospect.exception.CODES`` with its exit code (option
+``:exit-code: 3`` keeps one category); ``.. qimg-resource-caps::`` lists
+the qemu-img and workspace limits with their defaults from ``opts.py``.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,14 +16,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""Tables generated from the code, so the documentation cannot drift.
-
-``.. qimg-error-codes::`` lists every error code declared in
-``qimgintrospect.exception.CODES`` with its exit code (option
-``:exit-code: 3`` keeps one category); ``.. qimg-resource-caps::`` lists
-the qemu-img and workspace limits with their defaults from ``opts.py``.
-"""
 
 from docutils import nodes
 from docutils.parsers.rst import Directive

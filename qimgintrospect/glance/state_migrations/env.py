@@ -1,3 +1,11 @@
+"""The alembic environment: migrate on the connection the store gives.
+
+Only :func:`qimgintrospect.glance.state.migrate` runs these migrations; it
+passes its connection (inside its transaction and migration lock) in
+``config.attributes['connection']``, the way alembic's cookbook shares a
+connection with programmatic commands. Offline (SQL script) mode is not
+offered.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,15 +17,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""The alembic environment: migrate on the connection the store gives.
-
-Only :func:`qimgintrospect.glance.state.migrate` runs these migrations; it
-passes its connection (inside its transaction and migration lock) in
-``config.attributes['connection']``, the way alembic's cookbook shares a
-connection with programmatic commands. Offline (SQL script) mode is not
-offered.
-"""
 
 from alembic import context
 

@@ -1,3 +1,11 @@
+"""The state file's table before alembic: what each image said.
+
+Revision ID: 0001
+Revises: none
+
+A SQLite state file written before alembic has exactly this table and no
+version table; it is stamped with this revision, not created again.
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,15 +17,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""The state file's table before alembic: what each image said.
-
-Revision ID: 0001
-Revises: none
-
-A SQLite state file written before alembic has exactly this table and no
-version table; it is stamped with this revision, not created again.
-"""
 
 from alembic import op
 import sqlalchemy as sa

@@ -1,3 +1,10 @@
+"""Several workers: who recorded each image, and each run's journal.
+
+Revision ID: 0002
+Revises: 0001
+
+Records carried over from before have no worker and no run (NULL).
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,14 +16,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""Several workers: who recorded each image, and each run's journal.
-
-Revision ID: 0002
-Revises: 0001
-
-Records carried over from before have no worker and no run (NULL).
-"""
 
 from alembic import op
 import sqlalchemy as sa

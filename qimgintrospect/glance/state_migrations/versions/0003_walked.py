@@ -1,3 +1,12 @@
+"""When each worker of a run finished walking the catalogue.
+
+Revision ID: 0003
+Revises: 0002
+
+A worker still waiting for an image another worker owns may take it once
+that worker has walked the whole catalogue: the owner will not come to it
+(it never listed it, or it left it for the next run).
+"""
 #    Licensed under the Apache License, Version 2.0 (the "License"); you may
 #    not use this file except in compliance with the License. You may obtain
 #    a copy of the License at
@@ -9,16 +18,6 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-
-"""When each worker of a run finished walking the catalogue.
-
-Revision ID: 0003
-Revises: 0002
-
-A worker still waiting for an image another worker owns may take it once
-that worker has walked the whole catalogue: the owner will not come to it
-(it never listed it, or it left it for the next run).
-"""
 
 from alembic import op
 import sqlalchemy as sa
