@@ -40,11 +40,9 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -56,6 +54,7 @@ from testkit import config  # noqa: E402
 from testkit import glanceapi  # noqa: E402
 from testkit import guestimages  # noqa: E402
 from testkit import imagebuilder  # noqa: E402
+from testkit import scratch  # noqa: E402
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
@@ -263,21 +262,8 @@ def check_same_answers(results, names):
             != results[name, 'ranges']['rows']]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--keep', help='build the images in this directory '
-                                       'and keep them for the next run')
-    parser.add_argument('--runs', type=int, default=3,
-                        help='format-only audits per image and way')
-    parser.add_argument('--size-gib', type=int, default=4)
-    parser.add_argument('--data-gib', type=int, default=2)
-    parser.add_argument('--no-guest', action='store_true',
-                        help='skip the audits with guest detection')
-    args = parser.parse_args()
-
-    work = tempfile.mkdtemp(prefix='qimg-remote-audit-')
-    images_dir = args.keep or os.path.join(work, 'images')
-    os.makedirs(images_dir, exist_ok=True)
+def audit_both_ways(args, work, images_dir):
+    """Audit the catalogue by download and by ranges; compare."""
     server = None
     try:
         paths = build_images(images_dir, args.size_gib * GiB,
@@ -308,7 +294,22 @@ def main():
     finally:
         if server is not None:
             server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--keep', help='build the images in this directory '
+                                       'and keep them for the next run')
+    parser.add_argument('--runs', type=int, default=3,
+                        help='format-only audits per image and way')
+    parser.add_argument('--size-gib', type=int, default=4)
+    parser.add_argument('--data-gib', type=int, default=2)
+    parser.add_argument('--no-guest', action='store_true',
+                        help='skip the audits with guest detection')
+    args = parser.parse_args()
+
+    with scratch.scratch('qimg-remote-audit-', args.keep) as (work, images):
+        audit_both_ways(args, work, images)
 
 
 if __name__ == '__main__':

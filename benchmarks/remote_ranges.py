@@ -34,7 +34,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import requests
@@ -47,6 +46,7 @@ from qimgintrospect.remote import image as remote_image  # noqa: E402
 from qimgintrospect import workspace  # noqa: E402
 from testkit import config  # noqa: E402
 from testkit import imagebuilder  # noqa: E402
+from testkit import scratch  # noqa: E402
 from testkit import webserver  # noqa: E402
 
 KiB = 1024
@@ -164,6 +164,65 @@ def mib(n):
     return '%.2f' % (n / MiB)
 
 
+def measure_all(args, work, images_dir):
+    """Both tables, the guest when asked; images in *images_dir*."""
+    images = build_images(images_dir, args.guest)
+    conf = config.make_conf(os.path.join(work, 'ws'))
+    ws = workspace.Workspace.from_conf(conf)
+    server = webserver.Nginx(os.path.join(work, 'nginx'), images_dir,
+                             limit_rate=args.limit_rate)
+    os.makedirs(server.base_dir)
+    with server:
+        print('nginx limit_rate %s; median of %d runs; block 64 KiB'
+              % (args.limit_rate, args.runs))
+        print('%-12s %9s | %10s %8s | %10s %5s %8s | %7s %6s' % (
+            'image', 'MiB', 'whole MiB', 'whole s', 'ranged MiB',
+            'reqs', 'ranged s', 'read %', 'faster'))
+        for name, fmt in images.items():
+            if name.startswith('guest'):
+                continue
+            size = os.path.getsize(os.path.join(images_dir, name))
+            url = server.url(name)
+            got = [whole(url, fmt, work) for _ in range(args.runs)]
+            rng = [ranged(url, fmt, ws, conf, 64 * KiB)
+                   for _ in range(args.runs)]
+            w_s = statistics.median(t for _, t in got)
+            r_s = statistics.median(t for _, _, t in rng)
+            fetched, reqs = rng[0][0], rng[0][1]
+            print('%-12s %9s | %10s %8.2f | %10s %5d %8.2f | %7.3f '
+                  '%5.1fx' % (name, mib(size), mib(got[0][0]), w_s,
+                              mib(fetched), reqs, r_s,
+                              100.0 * fetched / size, w_s / r_s))
+
+        sizes = [int(s) * KiB for s in args.block_sizes.split(',')]
+        print('\nranged path (header checks + qemu-img info) per block '
+              'size: KiB fetched / requests')
+        print('%-12s ' % 'image' + ' '.join(
+            '%16s' % ('%d KiB' % (s // KiB)) for s in sizes))
+        for name, fmt in images.items():
+            if name.startswith('guest'):
+                continue
+            cells = []
+            for block in sizes:
+                fetched, reqs, _ = ranged(server.url(name), fmt, ws,
+                                          conf, block)
+                cells.append('%10d / %3d' % (fetched // KiB, reqs))
+            print('%-12s ' % name + ' '.join(cells))
+
+        if args.guest:
+            size = os.path.getsize(os.path.join(images_dir,
+                                                'guest.qcow2'))
+            print('\nguest inspection through the export (%s MiB '
+                  'qcow2): per block size' % mib(size))
+            for block in sizes:
+                fetched, reqs, secs = ranged(
+                    server.url('guest.qcow2'), 'qcow2', ws, conf, block,
+                    guest=True)
+                print('%5d KiB blocks: %8s MiB (%.2f %%) in %4d requests'
+                      ', %.1f s' % (block // KiB, mib(fetched),
+                                    100.0 * fetched / size, reqs, secs))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--runs', type=int, default=3)
@@ -176,67 +235,8 @@ def main():
                         help='also inspect a guest with libguestfs')
     args = parser.parse_args()
 
-    work = tempfile.mkdtemp(prefix='qimg-remote-bench-')
-    images_dir = args.keep or os.path.join(work, 'images')
-    os.makedirs(images_dir, exist_ok=True)
-    try:
-        images = build_images(images_dir, args.guest)
-        conf = config.make_conf(os.path.join(work, 'ws'))
-        ws = workspace.Workspace.from_conf(conf)
-        server = webserver.Nginx(os.path.join(work, 'nginx'), images_dir,
-                                 limit_rate=args.limit_rate)
-        os.makedirs(server.base_dir)
-        with server:
-            print('nginx limit_rate %s; median of %d runs; block 64 KiB'
-                  % (args.limit_rate, args.runs))
-            print('%-12s %9s | %10s %8s | %10s %5s %8s | %7s %6s' % (
-                'image', 'MiB', 'whole MiB', 'whole s', 'ranged MiB',
-                'reqs', 'ranged s', 'read %', 'faster'))
-            for name, fmt in images.items():
-                if name.startswith('guest'):
-                    continue
-                size = os.path.getsize(os.path.join(images_dir, name))
-                url = server.url(name)
-                got = [whole(url, fmt, work) for _ in range(args.runs)]
-                rng = [ranged(url, fmt, ws, conf, 64 * KiB)
-                       for _ in range(args.runs)]
-                w_s = statistics.median(t for _, t in got)
-                r_s = statistics.median(t for _, _, t in rng)
-                fetched, reqs = rng[0][0], rng[0][1]
-                print('%-12s %9s | %10s %8.2f | %10s %5d %8.2f | %7.3f '
-                      '%5.1fx' % (name, mib(size), mib(got[0][0]), w_s,
-                                  mib(fetched), reqs, r_s,
-                                  100.0 * fetched / size, w_s / r_s))
-
-            sizes = [int(s) * KiB for s in args.block_sizes.split(',')]
-            print('\nranged path (header checks + qemu-img info) per block '
-                  'size: KiB fetched / requests')
-            print('%-12s ' % 'image' + ' '.join(
-                '%16s' % ('%d KiB' % (s // KiB)) for s in sizes))
-            for name, fmt in images.items():
-                if name.startswith('guest'):
-                    continue
-                cells = []
-                for block in sizes:
-                    fetched, reqs, _ = ranged(server.url(name), fmt, ws,
-                                              conf, block)
-                    cells.append('%10d / %3d' % (fetched // KiB, reqs))
-                print('%-12s ' % name + ' '.join(cells))
-
-            if args.guest:
-                size = os.path.getsize(os.path.join(images_dir,
-                                                    'guest.qcow2'))
-                print('\nguest inspection through the export (%s MiB '
-                      'qcow2): per block size' % mib(size))
-                for block in sizes:
-                    fetched, reqs, secs = ranged(
-                        server.url('guest.qcow2'), 'qcow2', ws, conf, block,
-                        guest=True)
-                    print('%5d KiB blocks: %8s MiB (%.2f %%) in %4d requests'
-                          ', %.1f s' % (block // KiB, mib(fetched),
-                                        100.0 * fetched / size, reqs, secs))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with scratch.scratch('qimg-remote-bench-', args.keep) as (work, images):
+        measure_all(args, work, images)
 
 
 if __name__ == '__main__':

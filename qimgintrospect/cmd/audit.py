@@ -26,7 +26,6 @@ import json
 from cliff import lister
 from oslo_config import cfg
 from oslo_utils import timeutils
-from oslo_utils import units
 import tqdm
 import yaml
 
@@ -212,18 +211,13 @@ class Audit(common.ErrorReporting, lister.Lister):
         return 0
 
 
-def _size(nbytes):
-    for unit, name in ((units.Ti, 'TiB'), (units.Gi, 'GiB'),
-                       (units.Mi, 'MiB'), (units.Ki, 'KiB')):
-        if nbytes >= unit:
-            return '%.1f %s' % (nbytes / unit, name)
-    return '%d B' % nbytes
-
-
 def format_summary(summary):
     """The summary as lines of text for people."""
     images, sizes, ws = (summary['images'], summary['sizes'],
                          summary['workspace'])
+    size = {key: common.human_size(sizes[key])
+            for key in ('total', 'min', 'median', 'mean', 'p90', 'max')}
+    size['count'] = sizes['count']
     lines = [
         '',
         'Images: %(listed)d listed, %(inspected)d inspected, %(unchanged)d '
@@ -232,17 +226,16 @@ def format_summary(summary):
         'again next run), %(not_inspected)d not inspectable, %(deferred)d '
         'left for the next run; %(differing)d differ, %(changed)d changed '
         'in Glance.' % images,
-        'Image sizes (%d images, %s in all): min %s, median %s, mean %s, '
-        '90%% under %s, max %s.' % (
-            sizes['count'], _size(sizes['total']), _size(sizes['min']),
-            _size(sizes['median']), _size(sizes['mean']),
-            _size(sizes['p90']), _size(sizes['max'])),
+        'Image sizes (%(count)d images, %(total)s in all): min %(min)s, '
+        'median %(median)s, mean %(mean)s, 90%% under %(p90)s, max %(max)s.'
+        % size,
         '  ' + ', '.join('%s: %d' % (b['range'], b['count'])
                          for b in sizes['buckets']),
         'Workspace: max_workers=%d needs a quota of %s for any mix of these '
         'images (%s for images of the mean size); the quota is %s: %s.' % (
-            ws['max_workers'], _size(ws['needed_bytes']),
-            _size(ws['typical_bytes']), _size(ws['quota_bytes']),
+            ws['max_workers'], common.human_size(ws['needed_bytes']),
+            common.human_size(ws['typical_bytes']),
+            common.human_size(ws['quota_bytes']),
             'enough' if ws['enough'] else 'NOT enough for the largest'),
         glance_cmd.reads_summary(summary['reads']),
     ]

@@ -14,6 +14,7 @@
 import json
 
 from cliff import columns
+from oslo_utils import units
 
 from qimgintrospect import exception
 
@@ -63,3 +64,12 @@ class ErrorReporting(object):
         else:
             self.app.stderr.write('error [%s]: %s\n' % (err.code,
                                                         err.message))
+
+
+def human_size(nbytes):
+    """*nbytes* in the largest binary unit under it (``1.5 GiB``)."""
+    for unit, name in ((units.Ti, 'TiB'), (units.Gi, 'GiB'),
+                       (units.Mi, 'MiB'), (units.Ki, 'KiB')):
+        if nbytes >= unit:
+            return '%.1f %s' % (nbytes / unit, name)
+    return '%d B' % nbytes

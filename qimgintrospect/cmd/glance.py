@@ -22,7 +22,6 @@ import argparse
 
 from cliff import lister
 from oslo_config import cfg
-from oslo_utils import units
 
 from qimgintrospect.cmd import common
 from qimgintrospect.cmd import shell
@@ -71,15 +70,6 @@ def policy_from(parsed_args):
                              remove_stale=parsed_args.remove_stale)
 
 
-def human_size(nbytes):
-    """*nbytes* in the largest binary unit under it (``1.5 GiB``)."""
-    for unit, name in ((units.Ti, 'TiB'), (units.Gi, 'GiB'),
-                       (units.Mi, 'MiB'), (units.Ki, 'KiB')):
-        if nbytes >= unit:
-            return '%.1f %s' % (nbytes / unit, name)
-    return '%d B' % nbytes
-
-
 def _share(part, whole):
     return '%.3g %%' % (100.0 * part / whole) if whole else '-'
 
@@ -88,12 +78,12 @@ def read_line(read):
     """How one image was read, for people (an item of Reads.images)."""
     if read['read_by'] == 'ranges':
         return ('image %s: read by ranges, %s of %s (%s) in %d requests'
-                % (read['image_id'], human_size(read['bytes_read']),
-                   human_size(read['size']),
+                % (read['image_id'], common.human_size(read['bytes_read']),
+                   common.human_size(read['size']),
                    _share(read['bytes_read'], read['size']),
                    read['requests']))
     return 'image %s: downloaded whole, %s' % (
-        read['image_id'], human_size(read['bytes_read']))
+        read['image_id'], common.human_size(read['bytes_read']))
 
 
 def reads_summary(reads):
@@ -104,11 +94,13 @@ def reads_summary(reads):
             '%s (%s) in %d requests; %d downloaded whole, %s; in all %s '
             'read of %s (%s).' % (
                 total['images'], ranges['images'],
-                human_size(ranges['bytes_read']), human_size(ranges['size']),
+                common.human_size(ranges['bytes_read']),
+                common.human_size(ranges['size']),
                 _share(ranges['bytes_read'], ranges['size']),
                 ranges['requests'], whole['images'],
-                human_size(whole['bytes_read']),
-                human_size(total['bytes_read']), human_size(total['size']),
+                common.human_size(whole['bytes_read']),
+                common.human_size(total['bytes_read']),
+                common.human_size(total['size']),
                 _share(total['bytes_read'], total['size'])))
 
 

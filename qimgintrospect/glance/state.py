@@ -415,11 +415,13 @@ class StateStore(object):
         self._call(self._leave_run)
 
     def _leave_run(self):
+        self._stamp_run_worker(finished_at=_now())
+
+    def _stamp_run_worker(self, **values):
         with self._engine.begin() as conn:
             conn.execute(run_workers.update().where(
                 run_workers.c.run_id == self.run_id,
-                run_workers.c.worker == self.worker).values(
-                    finished_at=_now()))
+                run_workers.c.worker == self.worker).values(**values))
 
     def mark_walked(self):
         """Say that this worker has walked the whole catalogue.
@@ -431,11 +433,7 @@ class StateStore(object):
         self._call(self._mark_walked)
 
     def _mark_walked(self):
-        with self._engine.begin() as conn:
-            conn.execute(run_workers.update().where(
-                run_workers.c.run_id == self.run_id,
-                run_workers.c.worker == self.worker).values(
-                    walked_at=_now()))
+        self._stamp_run_worker(walked_at=_now())
 
     def walking_workers(self, run_id=None):
         """The workers of the run still walking the catalogue.

@@ -539,14 +539,10 @@ class RangeReader(object):
                 exception.REMOTE_RANGE_MISMATCH,
                 '%s answered %s with Content-Length %r'
                 % (self.url, range_value, announced))
-        if announced > expected:
+        if announced != expected:
             raise exception.ImageRefused(
-                exception.REMOTE_BODY_TOO_LONG,
-                '%s announced %d bytes for %s, which is %d bytes'
-                % (self.url, announced, range_value, expected))
-        if announced < expected:
-            raise exception.ImageRefused(
-                exception.REMOTE_BODY_TOO_SHORT,
+                exception.REMOTE_BODY_TOO_LONG if announced > expected
+                else exception.REMOTE_BODY_TOO_SHORT,
                 '%s announced %d bytes for %s, which is %d bytes'
                 % (self.url, announced, range_value, expected))
 

@@ -1,5 +1,6 @@
 """The audit's report rows and its sizing figures (no Glance)."""
 
+from qimgintrospect.cmd import audit as audit_cmd
 from qimgintrospect import exception
 from qimgintrospect.glance import report
 from qimgintrospect.glance import sizing
@@ -73,3 +74,17 @@ def test_rows_without_apply_say_what_would_be_done():
                                 include_same=True)
     assert [(r.property, r.action) for r in rows] == [
         ('disk_format', ''), ('vmware_disktype', 'kept')]
+
+
+def test_the_summary_for_people_says_sizes_in_binary_units(conf):
+    report_ = report.Report()
+    report_.sizes = [512, 3 * MiB, 2 * GiB]
+    report_.counts.listed = 3
+
+    text = audit_cmd.format_summary(report_.summary(conf))
+
+    assert 'Images: 3 listed, 0 inspected' in text
+    assert ('Image sizes (3 images, 2.0 GiB in all): min 512 B, median '
+            '3.0 MiB, mean 683.7 MiB, 90% under 2.0 GiB, max 2.0 GiB.'
+            in text)
+    assert 'Reads of the 0 images inspected' in text
