@@ -68,6 +68,14 @@ def from_raw(raw, directory, name, disk_format):
     return path
 
 
+def formatless_bytes(size):
+    """*size* bytes no format probe takes for a header, the same each time.
+
+    Random bytes would be, now and then: 55 AA at offset 510 is an MBR.
+    """
+    return (bytes(range(1, 256)) * (size // 255 + 1))[:size]
+
+
 def write_data(path, offset, data):
     """Write *data* at *offset* of an image through qemu-io-free raw I/O."""
     with open(path, 'r+b') as f:

@@ -93,8 +93,10 @@ def catalogue(glance, tmp_path_factory):
                      'qcow2' if n % 2 else 'raw', {})
                     for n in range(PLAIN_PER_TENANT)]
         for kind, path, disk_format, props in uploads:
+            # min_disk as it should be (these images are at most 64 MiB):
+            # what the workers fix is the VMDKs' properties alone.
             image_id = glanceapi.upload_image(client, path, disk_format,
-                                              **props)['id']
+                                              min_disk=1, **props)['id']
             catalogue[image_id] = project
             catalogue.kinds.setdefault(kind, []).append(image_id)
     return catalogue

@@ -2,17 +2,15 @@
 
 The guests are built here without Windows or a download
 (testkit/windowsimages.py, the BOOT_GUESTS of testkit/guestimages.py) and
-go through the three front ends, each over a few of them, so that the
-whole module launches three appliances (20-40 s each under emulation):
+every one goes through both front ends an operator runs:
 
-* ONE ``api.inspect_many`` call over Server 2019, a hibernated Windows
-  10 and three Linux boot guests (one appliance), with the default
-  options: hibernation is a warning;
-* the CLI (``qimg-introspect inspect -f json``) on Server 2022;
-* ONE audit (``qimg-introspect audit --apply``) of a tenant holding
-  Windows 11, a BitLocker Windows and a Debian without virtio in its
-  initramfs, with ``refuse_unbootable`` (one owner: one appliance),
-  read back from the real glance-api.
+* the CLI, ``qimg-introspect inspect -f json``, once per guest (two at a
+  time: one appliance each, 20-40 s under emulation), with the default
+  options: hibernation and BitLocker are warnings;
+* ONE audit, ``qimg-introspect audit --apply``, of a tenant holding them
+  all, with ``refuse_unbootable``: one appliance over every drive (a
+  pass-through qemu logs its command line), read back from the real
+  glance-api.
 
 Each guest's expected properties are written out below; the evidence
 behind them is checked in ``details``.
@@ -21,17 +19,17 @@ behind them is checked in ``details``.
 from concurrent import futures
 import json
 import platform
+import re
 import shutil
 
 import pytest
 
-from qimgintrospect import api
 from qimgintrospect import exception
-from qimgintrospect.inspectors.guest import appliance
 from qimgintrospect import normalise
 from testkit import config
 from testkit import glanceapi
 from testkit import guestimages
+from testkit import qemuwrapper
 from testkit import windowsimages
 from tests import conftest
 
@@ -40,14 +38,20 @@ for _tool in ('guestfish', 'hivexregedit', 'sfdisk'):
     if shutil.which(_tool) is None:
         pytest.skip('%s is not installed' % _tool, allow_module_level=True)
 
-# The first test waits for the guests to be built and the batch to run.
+# The first test waits for the guests to be built and inspected.
 pytestmark = pytest.mark.timeout(1800)
 
 WINDOWS = ('win2022', 'win2019', 'win-hibernated', 'win11', 'win-bitlocker')
 LINUX = ('debian-virtio-modules', 'rocky-hostonly', 'ubuntu-virtio-builtin')
-BATCH = ('win2019', 'win-hibernated', 'debian-virtio-modules',
-         'rocky-hostonly', 'ubuntu-virtio-builtin')
-AUDITED = ('win11', 'win-bitlocker', 'debian-virtio-modules')
+GUESTS = WINDOWS + LINUX
+#: refuse_unbootable refuses these; the others boot.
+UNBOOTABLE = {'win-hibernated': exception.GUEST_HIBERNATED,
+              'win-bitlocker': exception.GUEST_BITLOCKER}
+#: The warnings of the inspection with the default options, in order.
+WARNINGS = {'win-hibernated': [exception.GUEST_HIBERNATED],
+            'win-bitlocker': [exception.GUEST_BITLOCKER],
+            # Fast Startup: it boots, but its shutdowns hibernate.
+            'win11': [exception.GUEST_FAST_STARTUP]}
 ARCH = platform.machine()
 
 _WINDOWS = dict(os_type='windows', os_distro='windows', architecture='x86_64')
@@ -111,87 +115,79 @@ def guests(tmp_path_factory):
     return paths
 
 
-class Batch(object):
-    """The module's inspect_many() call, and the appliances it launched."""
-
-    def __init__(self, guests, directory):
-        self.launches = []
-        names = {guests[n]: n for n in BATCH}
-        real_enter = appliance.Appliance.__enter__
-
-        def recording_enter(handle):
-            self.launches.append([names[i.label] for i in handle.images])
-            return real_enter(handle)
-
-        conf = config.make_conf(
-            directory / 'workspace', guest=True,
-            introspection_workspace={'slot_wait_timeout': 600},
-            introspection_guest={'drives_per_appliance': len(BATCH)})
-        requests = [api.ImageRequest(guests[n], _spec(n).disk_format,
-                                     'tenant') for n in BATCH]
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(appliance.Appliance, '__enter__', recording_enter)
-            self.results = dict(zip(BATCH, api.inspect_many(requests,
-                                                            conf)))
-
-
 @pytest.fixture(scope='module')
-def batch(guests, tmp_path_factory):
-    return Batch(guests, tmp_path_factory.mktemp('boot-batch'))
+def inspected(guests, tmp_path_factory):
+    """name -> the JSON of ``qimg-introspect inspect`` on that guest."""
+    cli = conftest.CLI(tmp_path_factory.mktemp('boot-cli'))
+    cli.set('introspection_workspace', 'slot_wait_timeout', 900)
+    cli.set('introspection_guest', 'enabled', True)
+    cli.set('introspection_guest', 'backend_settings',
+            config.BACKEND_SETTINGS)
+
+    def inspect(name):
+        code, output = cli.inspect_json(guests[name], '--disk-format',
+                                        _spec(name).disk_format, timeout=900)
+        assert code == 0, (name, output)
+        return output
+
+    with futures.ThreadPoolExecutor(2) as pool:
+        outputs = dict(zip(GUESTS, pool.map(inspect, GUESTS)))
+    assert config.workspace_leftovers(cli.workspace) == []
+    return outputs
 
 
-def test_the_batch_is_one_appliance(batch):
-    # Guests that share labels (System Reserved, rootfs) or nothing at all
-    # stay together: none is redone alone.
-    assert batch.launches == [list(BATCH)]
-
-
-@pytest.mark.parametrize('name', BATCH)
-def test_each_guest_gets_what_it_needs_to_boot(batch, name):
-    result = batch.results[name]
-    assert not isinstance(result, exception.IntrospectionError), result
-    assert _guest_properties(result.properties) == EXPECTED[name]
+@pytest.mark.parametrize('name', GUESTS)
+def test_each_guest_gets_what_it_needs_to_boot(inspected, name):
+    properties = inspected[name]['properties']
+    assert _guest_properties(properties) == EXPECTED[name]
     # A virtual size of 96-128 MiB needs a 1 GiB root disk.
-    assert result.properties['min_disk'] == 1
-    assert normalise.validate(dict(result.properties), []) == (
-        result.properties)
+    assert properties['min_disk'] == 1
+    assert normalise.validate(dict(properties), []) == properties
 
 
-def test_only_the_hibernated_guest_has_a_warning(batch):
-    for name in BATCH:
-        warnings = batch.results[name].warnings
-        if name == 'win-hibernated':
-            assert len(warnings) == 1
-            assert warnings[0].endswith('(guest-hibernated)')
-            assert 'HIBR' in warnings[0] and 'Fast Startup' in warnings[0]
-            assert batch.results[name].details['guest_unbootable'] == [
-                exception.GUEST_HIBERNATED]
-        else:
-            assert warnings == [], name
+@pytest.mark.parametrize('name', GUESTS)
+def test_only_guests_that_cannot_boot_as_they_are_have_warnings(
+        inspected, name):
+    output = inspected[name]
+    codes = [re.search(r'\((guest-[a-z-]+)\)$', w).group(1)
+             for w in output['warnings']]
+    assert codes == WARNINGS.get(name, []), output['warnings']
+    assert output['details'].get('guest_unbootable', []) == [
+        code for code in codes if code != exception.GUEST_FAST_STARTUP]
 
 
-def test_windows_product_comes_from_the_build(batch):
-    details = batch.results['win2019'].details
+def test_the_hibernation_is_read_from_hiberfil(inspected):
+    output = inspected['win-hibernated']
+    warning, = [w for w in output['warnings'] if 'guest-hibernated' in w]
+    assert 'HIBR' in warning and 'Fast Startup' in warning
+    assert output['details']['guest_hiberfil_signature'] == 'HIBR'
+
+
+def test_windows_product_comes_from_the_build(inspected):
+    details = inspected['win2019']['details']
     assert (details['guest_windows_build'], details['guest_osinfo'],
             details['guest_vmware_guest_id']) == (
         '17763', 'win2k19', 'windows2019srv_64Guest')
-    # Windows 10's hiberfil.sys, read through the hibernated NTFS.
-    assert batch.results['win-hibernated'].details[
-        'guest_hiberfil_signature'] == 'HIBR'
+    assert inspected['win11']['details']['guest_windows_build'] == '22631'
 
 
-def test_windows_drivers_are_the_evidence(batch):
-    details = batch.results['win2019'].details
+def test_windows_drivers_are_the_evidence(inspected):
+    details = inspected['win2019']['details']
     assert details['guest_disk_buses'] == ['virtio-scsi', 'ide']
     evidence = details['guest_device_evidence']
     assert evidence['disk:virtio'] == 'viostor absent'
     assert evidence['disk:virtio-scsi'] == 'vioscsi Start=0'
     assert evidence['nic:virtio'].startswith(
         'driver bound to PCI\\VEN_1AF4&DEV_1000')
+    server = inspected['win2022']['details']
+    assert server['guest_disk_buses'][0] == 'virtio'
+    assert server['guest_cloudbase_init_user'] == 'cloudadmin'
+    assert server['guest_qemu_guest_agent_service_start'] == (
+        windowsimages.AUTO_START)
 
 
-def test_the_default_kernel_and_its_initramfs_are_the_evidence(batch):
-    rocky = batch.results['rocky-hostonly'].details
+def test_the_default_kernel_and_its_initramfs_are_the_evidence(inspected):
+    rocky = inspected['rocky-hostonly']['details']
     boot = guestimages.BOOT_GUESTS['rocky-hostonly'].boot
     assert rocky['guest_default_kernel'] == boot.kernels[0].version
     assert rocky['guest_default_kernel_from'].endswith('(saved_entry)')
@@ -199,72 +195,64 @@ def test_the_default_kernel_and_its_initramfs_are_the_evidence(batch):
     assert rocky['guest_initramfs_segments'] == ['cpio', 'gzip']
     assert rocky['guest_device_evidence']['disk:virtio'] == (
         'virtio_pci on disk + virtio_blk on disk')
-    ubuntu = batch.results['ubuntu-virtio-builtin'].details
+    ubuntu = inspected['ubuntu-virtio-builtin']['details']
     assert ubuntu['guest_initramfs_segments'] == ['cpio', 'zstd']
     assert ubuntu['guest_device_evidence']['disk:virtio'] == (
         'virtio_pci built in + virtio_blk built in')
-    debian = batch.results['debian-virtio-modules'].details
+    debian = inspected['debian-virtio-modules']['details']
     assert debian['guest_default_kernel_from'].startswith(
         '/boot/grub/grub.cfg')
 
 
-def test_loaders_found_for_bios_and_uefi(batch):
-    ubuntu = batch.results['ubuntu-virtio-builtin'].details
+def test_loaders_found_for_bios_and_uefi(inspected):
+    ubuntu = inspected['ubuntu-virtio-builtin']['details']
     assert (ubuntu['guest_firmware'], ubuntu['guest_bios_loader'],
             ubuntu['guest_secure_boot_chain']) == ('hybrid', 'grub',
                                                    'signed')
     assert ubuntu['guest_efi_fallback'] == '/EFI/BOOT/BOOTX64.EFI'
     assert '/EFI/ubuntu/shimx64.efi' in ubuntu['guest_efi_signed_loaders']
-    windows = batch.results['win2019'].details
+    windows = inspected['win2019']['details']
     assert (windows['guest_firmware'], windows['guest_bios_loader'],
             windows['guest_mbr_boot_code']) == ('bios', 'windows',
                                                 'windows')
 
 
-def test_cli_on_windows_server_2022(guests, tmp_path):
-    cli = conftest.CLI(tmp_path)
-    cli.set('introspection_guest', 'enabled', True)
-    cli.set('introspection_guest', 'backend_settings',
-            config.BACKEND_SETTINGS)
-    code, output = cli.inspect_json(guests['win2022'], timeout=900)
-    assert code == 0, output
-    assert _guest_properties(output['properties']) == EXPECTED['win2022']
-    assert output['properties']['min_disk'] == 1
-    assert output['warnings'] == []
-    details = output['details']
-    assert details['guest_cloudbase_init_user'] == 'cloudadmin'
-    assert details['guest_qemu_guest_agent_service_start'] == (
-        windowsimages.AUTO_START)
-    assert details['guest_disk_buses'][0] == 'virtio'
-
-
 @pytest.fixture(scope='module')
 def audit(guests, glance_server, tmp_path_factory):
-    """One audit --apply of a tenant, refuse_unbootable on; its report."""
+    """One audit --apply of a tenant holding every guest; its report."""
     project = glanceapi.new_project_id()
     client = glance_server.client(project)
     ids = {name: glanceapi.upload_image(client, guests[name],
                                         _spec(name).disk_format)['id']
-           for name in AUDITED}
+           for name in GUESTS}
     directory = tmp_path_factory.mktemp('boot-audit')
+    qemu = qemuwrapper.write(directory / 'hv', 'pass-through')
     cli = conftest.CLI(directory)
-    cli.set('introspection_workspace', 'slot_wait_timeout', 600)
+    cli.set('introspection_workspace', 'slot_wait_timeout', 900)
     cli.set('introspection_guest', 'enabled', True)
     cli.set('introspection_guest', 'backend_settings',
             config.BACKEND_SETTINGS)
-    cli.set('introspection_guest', 'drives_per_appliance', len(AUDITED))
+    cli.set('introspection_guest', 'drives_per_appliance', len(GUESTS))
     cli.set('introspection_guest', 'refuse_unbootable', True)
     proc = cli.run('audit', '--apply', '-f', 'json', '--owner', project,
                    '--state-file', str(directory / 'state.db'),
                    *glanceapi.auth_args(glance_server.url, project),
-                   timeout=1200)
+                   timeout=1500, env=qemu.environ())
     assert proc.returncode == 0, proc.stderr
     assert 'Traceback' not in proc.stderr, proc.stderr
     return {'report': json.loads(proc.stdout), 'ids': ids,
-            'client': client, 'workspace': cli.workspace}
+            'client': client, 'workspace': cli.workspace, 'qemu': qemu}
 
 
-@pytest.mark.parametrize('name', ['win11', 'debian-virtio-modules'])
+def test_the_audit_inspects_every_guest_in_one_appliance(audit):
+    # Guests that share labels (System Reserved, rootfs) or nothing at
+    # all stay together: none is redone alone.
+    boot, = audit['qemu'].boots()
+    drives = [a for a in boot['args'] if re.search(r',id=hd\d+,', a)]
+    assert len(drives) == len(GUESTS)
+
+
+@pytest.mark.parametrize('name', [n for n in GUESTS if n not in UNBOOTABLE])
 def test_the_audit_writes_what_each_guest_needs(audit, name):
     image = audit['client'].images.get(audit['ids'][name])
     expected = dict(EXPECTED[name], min_disk=1)
@@ -273,15 +261,18 @@ def test_the_audit_writes_what_each_guest_needs(audit, name):
     assert set(image) & GUEST_PROPERTIES == set(EXPECTED[name])
 
 
-def test_the_audit_refuses_a_bitlocker_guest(audit):
+@pytest.mark.parametrize('name', sorted(UNBOOTABLE))
+def test_the_audit_refuses_a_guest_that_cannot_boot(audit, name):
     rows = [row for row in audit['report']['differences']
-            if row['image_id'] == audit['ids']['win-bitlocker']]
+            if row['image_id'] == audit['ids'][name]]
     assert [row['difference'] for row in rows] == ['refused']
-    assert rows[0]['note'].startswith('guest-bitlocker: BitLocker volume '
-                                      '/dev/sda3')
+    assert rows[0]['note'].startswith(UNBOOTABLE[name] + ': ')
+    image = audit['client'].images.get(audit['ids'][name])
+    assert not set(image) & GUEST_PROPERTIES
+
+
+def test_the_audit_counts_and_cleans_up(audit):
     counts = audit['report']['summary']['images']
     assert (counts['inspected'], counts['refused'], counts['changed']) == (
-        3, 1, 2)
-    image = audit['client'].images.get(audit['ids']['win-bitlocker'])
-    assert not set(image) & GUEST_PROPERTIES
+        len(GUESTS), len(UNBOOTABLE), len(GUESTS) - len(UNBOOTABLE))
     assert config.workspace_leftovers(audit['workspace']) == []

@@ -72,5 +72,5 @@ def test_raw_starting_like_a_lowercase_magic_is_raw(conf, tmp_path):
 def test_raw_virtual_size_is_counted_as_qemu_does(conf, tmp_path, size,
                                                   qemu_size):
     image = tmp_path / 'disk.raw'
-    image.write_bytes(os.urandom(size))
+    image.write_bytes(imagebuilder.formatless_bytes(size))
     assert _inspect(image, 'raw', conf).findings['virtual_size'] == qemu_size

@@ -400,12 +400,13 @@ def test_format_declared_as_raw_through_the_cli(cli, images):
     assert message == 'declared raw but the header is qcow2'
 
 
-@pytest.mark.parametrize('content', ['random', 'zeros', 'gpt'])
+@pytest.mark.parametrize('content', ['data', 'zeros', 'gpt'])
 def test_raw_declared_as_a_format_is_refused(cli, conf, images, content):
     if content == 'gpt':
         image = imagebuilder.partitioned_raw(images, 'disk.raw', MiB)
     else:
-        data = os.urandom(MiB) if content == 'random' else b''
+        data = (imagebuilder.formatless_bytes(MiB) if content == 'data'
+                else b'')
         image = hostile.raw_file(images, 'disk.raw', MiB, data)
     for declared in ('qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi', 'iso'):
         message = api_refused(conf, image, declared, code='format-mismatch')

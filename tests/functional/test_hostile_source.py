@@ -183,7 +183,8 @@ class _LateCopy(object):
 
 def test_file_that_grows_while_copied_is_inspected_as_opened(
         conf, images, monkeypatch):
-    image = hostile.raw_file(images, 'growing.raw', MiB, os.urandom(MiB))
+    image = hostile.raw_file(images, 'growing.raw', MiB,
+                             imagebuilder.formatless_bytes(MiB))
 
     def grow(path):
         with open(path, 'ab') as f:
