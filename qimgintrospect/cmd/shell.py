@@ -86,16 +86,27 @@ class IntrospectApp(app.App):
             raise SystemExit(exception.EXIT_USAGE)
 
 
+#: The signals that arrived, in order.
+_SIGNALLED = []
+
+
 def _exit_on_signal(signum, frame):
     # SystemExit unwinds through every finally block, which is what
     # empties the workspace.
+    _SIGNALLED.append(signum)
     raise SystemExit(128 + signum)
 
 
 def main(argv=None):
+    """Run a subcommand; exit 128 + N when signal N stopped it.
+
+    The signal's exit code holds even where an error raised while
+    unwinding took the SystemExit's place.
+    """
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _exit_on_signal)
-    return IntrospectApp().run(sys.argv[1:] if argv is None else argv)
+    code = IntrospectApp().run(sys.argv[1:] if argv is None else argv)
+    return 128 + _SIGNALLED[0] if _SIGNALLED else code
 
 
 if __name__ == '__main__':

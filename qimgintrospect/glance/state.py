@@ -252,12 +252,14 @@ class StateStore(object):
                 self._retrying(migrate)(self._engine)
         except (db_exc.DBConnectionError, sa.exc.OperationalError) as err:
             self._dispose()
+            _raise_interruption(err)
             if self.path is None:
                 raise self._unavailable(err)
             raise self._unusable(err)
         except (OSError, ValueError, ImportError, sa.exc.SQLAlchemyError,
                 db_exc.DBError, alembic_util.CommandError) as err:
             self._dispose()
+            _raise_interruption(err)
             raise self._unusable(err)
 
     def _unusable(self, err):
@@ -286,7 +288,11 @@ class StateStore(object):
         try:
             return self._retrying(fn)(*args)
         except (db_exc.DBConnectionError, sa.exc.OperationalError) as err:
+            _raise_interruption(err)
             raise self._unavailable(err)
+        except sa.exc.SQLAlchemyError as err:
+            _raise_interruption(err)
+            raise
 
     # The cache: what each image said.
 
@@ -575,6 +581,30 @@ class StateStore(object):
             self._engine.dispose()
 
 
+def _interruption(err):
+    """The signal's exit or Ctrl-C that *err* was raised over, or None.
+
+    A signal ends the process with SystemExit wherever it lands
+    (:mod:`qimgintrospect.cmd.shell`); in the middle of a statement,
+    SQLAlchemy's rollback on the way out then raises its own error
+    ("Can't reconnect until invalid transaction is rolled back"), which
+    must neither pass for a broken database nor be retried.
+    """
+    cause = err.__context__
+    while cause is not None:
+        if isinstance(cause, (SystemExit, KeyboardInterrupt)):
+            return cause
+        cause = cause.__context__
+    return None
+
+
+def _raise_interruption(err):
+    """Raise what :func:`_interruption` finds under *err*, if anything."""
+    interruption = _interruption(err)
+    if interruption is not None:
+        raise interruption
+
+
 def _database_trouble(exc):
     """Whether *exc* is the database's trouble, worth a retry.
 
@@ -584,7 +614,8 @@ def _database_trouble(exc):
     database's operation failing (refused, cut, shutting down, locked), never
     a mistake in the statement: retried alike.
     """
-    return isinstance(exc, sa.exc.OperationalError)
+    return (isinstance(exc, sa.exc.OperationalError)
+            and _interruption(exc) is None)
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record):

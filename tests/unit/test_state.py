@@ -10,6 +10,7 @@ import os
 import sqlite3
 
 import pytest
+import sqlalchemy
 
 from qimgintrospect import exception
 from qimgintrospect.glance import state
@@ -276,3 +277,39 @@ def test_state_store_uses_the_configured_file_and_fingerprint(conf,
         assert store.path == str(tmp_path / 'conf.sqlite')
         assert store.version == state.fingerprint(conf)
         assert store.worker == 'w'
+
+
+@pytest.mark.parametrize('failure', [
+    sqlalchemy.exc.PendingRollbackError('rolled back'),
+    sqlalchemy.exc.OperationalError('SELECT', {}, Exception('cut'))])
+def test_a_signal_inside_a_call_is_not_a_broken_database(store, monkeypatch,
+                                                         failure):
+    calls = []
+
+    def interrupted():
+        calls.append(1)
+        try:
+            raise SystemExit(143)
+        except SystemExit:
+            raise failure
+    monkeypatch.setattr(store, '_count', interrupted)
+
+    with pytest.raises(SystemExit) as err:
+        store.count()
+
+    assert err.value.code == 143
+    assert len(calls) == 1  # not retried
+
+
+def test_a_signal_while_the_file_is_migrated_is_not_a_broken_file(
+        tmp_path, monkeypatch):
+    def interrupted(engine):
+        try:
+            raise SystemExit(143)
+        except SystemExit:
+            raise sqlalchemy.exc.PendingRollbackError(
+                "Can't reconnect until invalid transaction is rolled back")
+    monkeypatch.setattr(state, 'migrate', interrupted)
+
+    with pytest.raises(SystemExit):
+        state.StateStore(str(tmp_path / 'state.db'))
