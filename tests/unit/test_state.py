@@ -55,52 +55,6 @@ def store(tmp_path):
     store.close()
 
 
-def test_a_record_is_found_by_id_and_checksum(store):
-    store.put('img-1', 'sum-a', RESULT)
-
-    found = store.get('img-1', 'sum-a')
-
-    assert found.to_dict() == RESULT.to_dict()
-    assert store.get('img-1', 'sum-b') is None  # the data changed
-    assert store.get('img-2', 'sum-a') is None
-
-
-def test_errors_come_back_as_their_category(store):
-    store.put('refused', 'x', exception.ImageRefused(
-        exception.BACKING_FILE, 'names /etc/passwd'))
-    store.put('broken', 'y', exception.InspectionFailed(
-        exception.IMAGE_TRUNCATED, 'ends early'))
-
-    refused = store.get('refused', 'x')
-    broken = store.get('broken', 'y')
-
-    assert isinstance(refused, exception.ImageRefused)
-    assert (refused.code, refused.message) == ('backing-file',
-                                               'names /etc/passwd')
-    assert isinstance(broken, exception.InspectionFailed)
-    assert broken.code == 'image-truncated'
-
-
-def test_a_new_checksum_replaces_the_record(store):
-    store.put('img-1', 'old', RESULT)
-    store.put('img-1', 'new', RESULT)
-
-    assert store.get('img-1', 'old') is None
-    assert store.get('img-1', 'new') is not None
-    assert store.count() == 1
-
-
-def test_a_record_with_an_unknown_code_does_not_count(store, tmp_path):
-    db = sqlite3.connect(store.path)
-    with db:
-        db.execute("INSERT INTO inspected (image_id, checksum, version, "
-                   "inspected_at, outcome) VALUES ('img', 'sum', '1.0', 'x', "
-                   "'{\"error\": {\"code\": \"gone\", \"message\": \"m\"}}')")
-    db.close()
-
-    assert store.get('img', 'sum') is None
-
-
 def test_a_state_file_from_before_alembic_is_carried_over(tmp_path):
     path = tmp_path / 'audit.sqlite'
     refused = exception.ImageRefused(exception.BACKING_FILE, 'names /x')
