@@ -67,6 +67,7 @@ class ResourceCaps(Directive):
     _CAPS = (
         (opts.QEMU_IMG_GROUP, 'cpu_time', 'seconds'),
         (opts.QEMU_IMG_GROUP, 'address_space', 'bytes'),
+        (opts.QEMU_IMG_GROUP, 'stack_size', 'bytes'),
         (opts.QEMU_IMG_GROUP, 'timeout', 'seconds'),
         (opts.FORMATS_GROUP, 'max_virtual_size_gb', 'GiB'),
         (opts.WORKSPACE_GROUP, 'quota_mb', 'MiB'),
